@@ -1,0 +1,1 @@
+"""The actor system (installed as overseer.actors)."""

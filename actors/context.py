@@ -1,0 +1,68 @@
+"""What every actor of one running system shares: config, Store, Catalog, the
+process monitor, the live executions, and the way to reach the other actors.
+
+The references to other actors are set by the Supervisor once it has started
+them; messages go through ``tell``-style proxy calls whose futures nobody
+waits on (DESIGN.md: actors never block on each other).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pykka
+
+from overseer.catalog import Catalog
+from overseer.config import Config
+from overseer.jobs import Job
+from overseer.runner import ProcessMonitor
+from overseer.store import Store
+
+from .messages import EventRecorded, RunFinished
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    config: Config
+    store: Store
+    catalog: Catalog
+    monitor: ProcessMonitor
+    library_dir: Path
+    socket_path: Path
+    tmp_dir: Path
+    tokens: dict = field(default_factory=dict)  # secret token -> Execution actor ref
+    running: dict = field(default_factory=dict)  # (job, id) -> Execution actor ref
+    scheduler: Optional[Any] = None  # Scheduler actor ref
+    notifier: Optional[Any] = None  # Notifier actor ref
+    queued: int = 0  # executions stored as queued and not started yet (guarded by queue_lock)
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def notify(self, job: Job, ident: int, event: dict) -> None:
+        if self.notifier is None:
+            return
+        hooks = tuple((name, tuple(urls)) for name, urls in job.hooks.items())
+        try:
+            self.notifier.tell(EventRecorded(job.name, ident, event["name"], event["cause"], event["time"],
+                                             event["source"], hooks))
+        except pykka.ActorDeadError:
+            log.error("%s/%s: event %s not sent to webhooks: the notifier is down", job.name, ident,
+                      event["name"])
+
+    def run_finished(self, job: str, ident: int) -> None:
+        if self.scheduler is not None:
+            try:
+                self.scheduler.tell(RunFinished(job, ident))
+            except pykka.ActorDeadError:
+                log.error("%s/%s: finished while the scheduler was down", job, ident)
+
+
+class Pingable:
+    """Every long-lived actor answers ``ping()``: the Supervisor's liveness check."""
+
+    def ping(self) -> str:
+        return "pong"

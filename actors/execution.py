@@ -1,0 +1,251 @@
+"""The Execution actor: one per run. It owns its process from start to reaping.
+
+The process is started through the ``ProcessMonitor`` (one thread pumping every
+pipe); this actor's thread handles the run's commands (signals from the API,
+events from the job) and the monitor's notices (exit, time-out), so each run's
+record changes in order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import pykka
+
+from overseer import executions as ex
+from overseer import render
+from overseer.exceptions import Conflict
+from overseer.jobs import Job
+from overseer.runner import ExitStatus, Process
+
+if TYPE_CHECKING:
+    from overseer.actors.context import Context
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = {"stop": signal.SIGSTOP, "continue": signal.SIGCONT,
+            "terminate": signal.SIGTERM, "kill": signal.SIGKILL}
+
+
+class Execution(pykka.ThreadingActor):
+    def __init__(self, ctx: Context, job: Job, record: dict):
+        super().__init__()
+        self.ctx = ctx
+        self.job = job
+        self.name = job.name
+        self.ident = record["id"]
+        self.record = record
+        self.proc: Optional[Process] = None
+        self.state = "queued"
+        self.token = secrets.token_urlsafe(24)
+        self.tmpdir: Optional[str] = None
+        self.timed_out = False
+        self.terminating = False
+        self._timers: list[int] = []
+        self._output_bytes = 0
+        self._truncated = False
+        self._finished = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.ctx.tokens[self.token] = self.actor_ref
+        self.ctx.running[(self.name, self.ident)] = self.actor_ref
+        argv = self._argv()
+        if argv is None:  # neither command nor script: completes at once
+            self._event("start", None, state="running", started_at=ex.now_iso())
+            self._finish(ExitStatus(0, None))
+            return
+        try:
+            snapshot = self.ctx.catalog.snapshot(self.job.commit)
+            self.tmpdir = tempfile.mkdtemp(prefix=f"{self.name}-{self.ident}-", dir=self.ctx.tmp_dir)
+            env = self._environment(snapshot)
+            self.proc = self.ctx.monitor.start(
+                argv, cwd=str(snapshot), env=env, name=f"{self.name}-{self.ident}-{self.token[:6]}",
+                on_output=self._on_output, on_exit=self._on_exit)
+        except OSError as e:
+            log.warning("%s/%s: cannot start: %s", self.name, self.ident, e)
+            self._event("start", None, state="running", started_at=ex.now_iso())
+            self._finish(ExitStatus(None, None), cause=f"could not start: {e.strerror or e}")
+            return
+        self.state = "running"
+        self._event("start", None, state="running", started_at=ex.now_iso(), pid=self.proc.pid,
+                    pgid=self.proc.pgid, proc_start=self.proc.start_time, durable=True)
+        if self.job.timeout:
+            self._timers.append(self.ctx.monitor.call_at(
+                time.monotonic() + self.job.timeout, self.actor_ref.proxy().time_out))
+        log.info("%s/%s: started pid %s", self.name, self.ident, self.proc.pid)
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        """A bug in this actor must still leave a finished execution and no process."""
+        log.error("%s/%s: execution actor failed: %s", self.name, self.ident, exception_value)
+        if self.proc and self.proc.status is None:
+            self.proc.signal(signal.SIGKILL)
+        if not self._finished:
+            try:
+                self._finish(ExitStatus(None, None), cause=f"internal error: {exception_value}")
+            except Exception:
+                log.exception("%s/%s: cannot record the failure", self.name, self.ident)
+                self._cleanup()
+
+    # -- commands (from the API and the event socket) ----------------------------------------
+    def signal(self, name: str, cause: Optional[str], source: str) -> dict:
+        """stop / continue / terminate / kill: signal the process tree and record the event."""
+        if self._finished or self.proc is None or self.proc.status is not None:
+            raise Conflict(f"execution {self.name}/{self.ident} is not running")
+        if name == "stop" and self.state != "running":
+            raise Conflict(f"execution {self.name}/{self.ident} is not running (it is {self.state})")
+        if name == "continue" and self.state != "stopped":
+            raise Conflict(f"execution {self.name}/{self.ident} is not stopped (it is {self.state})")
+        changes = {}
+        if name == "stop":
+            self.state = changes["state"] = "stopped"
+        elif name == "continue":
+            self.state = changes["state"] = "running"
+        event = self._event(name, cause, source=source, **changes)
+        self.proc.signal(_SIGNALS[name])
+        if name == "terminate":
+            self._terminate()
+        elif name == "kill" and self.state == "stopped":
+            self.state = "running"
+        return event
+
+    def add_event(self, name: str, cause: Optional[str], source: str) -> dict:
+        """An event without signal semantics (a job's progress, an API note)."""
+        return self._event(name, cause, source=source)
+
+    def time_out(self) -> None:
+        if self._finished or self.proc is None or self.proc.status is not None:
+            return
+        self.timed_out = True
+        self._event("time-out", f"ran longer than {self.job.timeout:g}s")
+        self.proc.signal(signal.SIGTERM)
+        self._terminate()
+
+    def shutdown(self, cause: str) -> None:
+        """The server is stopping: terminate the process, SIGKILL after kill_grace."""
+        if self.proc is not None and self.proc.status is None and not self.terminating:
+            log.info("%s/%s: terminating for shutdown", self.name, self.ident)
+            self.proc.signal(signal.SIGTERM)
+            self._terminate()
+
+    def exited(self, status: ExitStatus) -> None:
+        self._finish(status)
+
+    def truncated(self, limit: int) -> None:
+        self._event("output-truncated", f"output beyond {limit} bytes was dropped")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _terminate(self) -> None:
+        """SIGTERM was sent: continue a stopped tree so it can handle it, SIGKILL after the grace."""
+        self.terminating = True
+        if self.state == "stopped":
+            self.proc.signal(signal.SIGCONT)
+            self.state = "running"
+        proc = self.proc
+        self._timers.append(self.ctx.monitor.call_at(
+            time.monotonic() + self.ctx.config.execution.kill_grace,
+            lambda: proc.status is None and proc.signal(signal.SIGKILL)))
+
+    def _argv(self) -> Optional[list[str]]:
+        if self.job.command is not None:
+            return ["/bin/sh", "-c", self.record["command"]]
+        if self.job.script is not None:
+            return render.script_argv(self.job, self.record["params"],
+                                      self.ctx.catalog.snapshot(self.job.commit))
+        return None
+
+    def _environment(self, snapshot: Path) -> dict:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join(
+            [str(self.ctx.library_dir), str(snapshot / "bin"), env.get("PATH", os.defpath)])
+        env.update(render.var_environment(self.record["params"]))
+        env.update({
+            "OVERSEER_JOB": self.name,
+            "OVERSEER_EXECUTION": str(self.ident),
+            "OVERSEER_URL": self.ctx.config.base_url,
+            "OVERSEER_SOCKET": str(self.ctx.socket_path),
+            "OVERSEER_TOKEN": self.token,
+            "TMPDIR": self.tmpdir,
+        })
+        env.update(self.job.env)
+        return env
+
+    def _on_output(self, stream: str, data: bytes) -> None:
+        """Runs on the monitor thread: append, within the per-execution cap."""
+        if self._truncated:
+            return
+        limit = self.ctx.config.execution.max_output_bytes
+        room = limit - self._output_bytes
+        if len(data) > room:
+            data = data[:room]
+            self._truncated = True
+            self.actor_ref.proxy().truncated(limit)
+        if data:
+            self._output_bytes += len(data)
+            self.ctx.store.append_output(self.name, self.ident, stream, data)
+
+    def _on_exit(self, status: ExitStatus) -> None:
+        """Runs on the monitor thread."""
+        self.actor_ref.proxy().exited(status)
+
+    def _event(self, name: str, cause: Optional[str], source: str = "system",
+               durable: bool = False, **changes) -> dict:
+        event = ex.make_event(name, cause, source)
+        self.record = self.ctx.store.update_execution(
+            self.name, self.ident, lambda r: ex.add_event(r, event, **changes), durable=durable)
+        self.ctx.notify(self.job, self.ident, event)
+        return event
+
+    def _finish(self, status: ExitStatus, cause: Optional[str] = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for handle in self._timers:
+            self.ctx.monitor.cancel(handle)
+        if status.exit_code == 0 and cause is None and not self.timed_out:
+            name = "complete"
+        elif self.timed_out:
+            name = "time-out"
+        else:
+            name = "fail"
+        if cause is None and status.signal:
+            cause = f"killed by {status.signal}"
+        elif cause is None and status.exit_code:
+            cause = f"exit code {status.exit_code}"
+        self._remove_tmpdir()
+        changes = {"state": "finished", "ended_at": ex.now_iso(),
+                   "exit_code": status.exit_code, "signal": status.signal}
+        if name == "time-out":
+            # The time-out event was recorded when it fired; the run ends with it as its status.
+            self.record = self.ctx.store.update_execution(
+                self.name, self.ident, lambda r: _end_timed_out(r, changes), durable=True)
+        else:
+            self._event(name, cause, durable=True, **changes)
+        log.info("%s/%s: %s (exit code %s, signal %s)", self.name, self.ident, name,
+                 status.exit_code, status.signal)
+        self._cleanup()
+        self.ctx.run_finished(self.name, self.ident)
+        self.stop()
+
+    def _cleanup(self) -> None:
+        self.ctx.tokens.pop(self.token, None)
+        self.ctx.running.pop((self.name, self.ident), None)
+        self._remove_tmpdir()
+
+    def _remove_tmpdir(self) -> None:
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+
+def _end_timed_out(record: dict, changes: dict) -> dict:
+    record.update(changes)
+    record["status"] = "time-out"
+    return record

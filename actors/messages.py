@@ -1,0 +1,67 @@
+"""The messages actors send each other with ``tell``: frozen, immutable values.
+
+Pykka does not copy messages, so everything in here is immutable (tuples,
+frozen dataclasses, MappingProxyType).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from overseer.catalog import JobSet
+
+
+class State(str, enum.Enum):
+    """An execution's lifecycle state (SPEC §5)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+
+
+class Source(str, enum.Enum):
+    """Who created an event."""
+
+    SYSTEM = "system"
+    API = "api"
+    JOB = "job"
+
+
+@dataclass(frozen=True)
+class JobsLoaded:
+    """RepoSync loaded a commit: the whole new job set."""
+
+    jobset: JobSet
+
+
+@dataclass(frozen=True)
+class RunQueued:
+    """An execution record was stored in state ``queued`` and waits for a slot."""
+
+    job: str
+    ident: int
+    priority: int
+    job_def: Any  # the Job (immutable) as defined by the commit the execution was created at
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """An Execution actor recorded its final event and is about to stop."""
+
+    job: str
+    ident: int
+
+
+@dataclass(frozen=True)
+class EventRecorded:
+    """An event was stored on an execution; the Notifier delivers its webhooks."""
+
+    job: str
+    ident: int
+    name: str
+    cause: Optional[str]
+    time: str
+    source: str
+    job_hooks: tuple  # ((event name, (url, ...)), ...) from the job definition

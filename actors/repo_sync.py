@@ -1,0 +1,236 @@
+"""The RepoSync actor: fetch the job repository, snapshot each commit, load the jobs.
+
+Git runs with hooks disabled, no submodules, no ``ext::`` transport and no
+terminal prompts; the remote branch is fetched with a forced refspec, so a
+force-push is taken as it is. Every commit gets one read-only snapshot
+directory under ``data_dir/snapshots``, which its executions run in; a pull
+never touches a snapshot somebody uses. A job that a new commit breaks keeps
+its last valid definition (and its commit's snapshot) until it is fixed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import types
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+import pykka
+
+from overseer import jobs as jobmodel
+from overseer.catalog import JobSet
+from overseer.exceptions import RepositoryError
+
+from .context import Context, Pingable
+from .messages import JobsLoaded
+
+log = logging.getLogger(__name__)
+
+GIT_TIMEOUT = 300
+_GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never",
+               "-c", "submodule.recurse=false", "-c", "core.symlinks=true"]
+
+
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials: for logs and the API."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def scrub(text: str) -> str:
+    """Remove credentials from any URL inside ``text``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def check_url(url: str) -> str:
+    if not url or url.startswith("-"):
+        raise RepositoryError(f"repository.url {redact_url(url)!r} is not a usable git URL")
+    if url.lower().startswith("ext::") or "::" in url.split("/", 1)[0]:
+        raise RepositoryError(f"repository.url {redact_url(url)!r}: remote helper transports are refused")
+    return url
+
+
+def _git_env() -> dict:
+    env = dict(os.environ)
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="/bin/false",
+               GIT_SSH_COMMAND=env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"))
+    return env
+
+
+def make_snapshot(repo: git.Repo, commit: str, dest: Path) -> list[tuple[str, str]]:
+    """Extract ``commit`` into ``dest`` (atomically) and return the symlink errors found."""
+    if dest.exists():
+        return []
+    tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=dest.parent))
+    try:
+        archive = subprocess.Popen(["git", *_GIT_CONFIG, "archive", "--format=tar", commit],
+                                   cwd=repo.git_dir, stdout=subprocess.PIPE, env=_git_env())
+        untar = subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(tmp)], stdin=archive.stdout,
+                               capture_output=True)
+        archive.stdout.close()
+        if archive.wait() != 0 or untar.returncode != 0:
+            raise RepositoryError(f"cannot extract commit {commit}: {untar.stderr.decode(errors='replace')}")
+        errors = _drop_escaping_symlinks(tmp)
+        _make_read_only(tmp)
+        os.rename(tmp, dest)
+        return errors
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _drop_escaping_symlinks(root: Path) -> list[tuple[str, str]]:
+    errors = []
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                continue
+            target = os.path.realpath(path)
+            if target != real_root and not target.startswith(real_root + os.sep):
+                rel = os.path.relpath(path, root)
+                errors.append((rel, f"symlink to {os.readlink(path)!r} leaves the repository"))
+                os.unlink(path)
+    return errors
+
+
+def _make_read_only(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.lstat(path).st_mode
+                os.chmod(path, mode & 0o555)
+        os.chmod(dirpath, 0o555)
+
+
+def _remove_tree(path: Path) -> None:
+    for dirpath, _dirnames, _files in os.walk(path):
+        os.chmod(dirpath, 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class RepoSync(Pingable, pykka.ThreadingActor):
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+        cfg = ctx.config.repository
+        self.url = cfg.url
+        self.branch = cfg.branch
+        self.git_dir = ctx.config.data_path / "repo.git"
+        self.snapshots = ctx.catalog.snapshots
+        self._poller: Optional[threading.Thread] = None
+        self._halt = threading.Event()
+
+    def on_start(self) -> None:
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        if self.ctx.config.repository.poll_interval > 0:
+            self._poller = threading.Thread(target=self._poll, name="repo-poll", daemon=True)
+            self._poller.start()
+
+    def on_stop(self) -> None:
+        self._halt.set()
+
+    def _poll(self) -> None:
+        interval = self.ctx.config.repository.poll_interval
+        while not self._halt.wait(interval):
+            try:
+                self.actor_ref.proxy().sync()
+            except pykka.ActorDeadError:
+                return
+
+    def sync(self) -> JobSet:
+        """Fetch, snapshot and load; an unreachable remote keeps the last good state."""
+        previous = self.ctx.catalog.current
+        synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            repo, commit = self._fetch()
+        except (RepositoryError, git.GitCommandError, OSError) as e:
+            message = str(e) if isinstance(e, RepositoryError) else _git_error(e)
+            log.error("repository %s: sync failed: %s", redact_url(self.url), message)
+            jobset = dataclasses.replace(previous, sync_error=message, url=redact_url(self.url),
+                                         branch=self.branch)
+            self.ctx.catalog.current = jobset
+            return jobset
+        if commit == previous.commit and previous.sync_error is None:
+            jobset = dataclasses.replace(previous, synced_at=synced_at)
+            self.ctx.catalog.current = jobset
+            return jobset
+        jobset = self._load(repo, commit, previous, synced_at)
+        self.ctx.catalog.current = jobset
+        if self.ctx.scheduler is not None:
+            self.ctx.scheduler.tell(JobsLoaded(jobset))
+        self._remove_unused_snapshots(jobset)
+        return jobset
+
+    def _fetch(self) -> tuple[git.Repo, str]:
+        check_url(self.url)
+        if not (self.git_dir / "HEAD").exists():
+            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(self.git_dir, bare=True)
+        repo = git.Repo(self.git_dir)
+        ref = f"refs/remotes/origin/{self.branch}"
+        repo.git.execute(
+            ["git", *_GIT_CONFIG, "fetch", "--no-tags", "--no-recurse-submodules", "--force", "--quiet",
+             "--", self.url, f"+refs/heads/{self.branch}:{ref}"],
+            env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
+        commit = repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
+        return repo, commit
+
+    def _load(self, repo: git.Repo, commit: str, previous: JobSet, synced_at: str) -> JobSet:
+        dest = self.ctx.catalog.snapshot(commit)
+        link_errors = make_snapshot(repo, commit, dest)
+        found, errors = jobmodel.load_repository(dest)
+        jobs = {name: dataclasses.replace(job, commit=commit) for name, job in found.items()}
+        errors = sorted(set(errors) | set(link_errors))
+        # A job a commit broke keeps its last valid definition until it is fixed.
+        for file, _message in errors:
+            name = jobmodel.job_name_for(file)
+            if name and name not in jobs and name in previous.jobs and previous.jobs[name].file == file:
+                jobs[name] = previous.jobs[name]
+                log.warning("job %s: %s is invalid at %s; keeping its definition of %s", name, file,
+                            commit[:12], previous.jobs[name].commit[:12])
+        for file, message in errors:
+            log.error("repository %s at %s: %s: %s", redact_url(self.url), commit[:12], file, message)
+        log.info("repository %s: loaded %s: %d jobs, %d errors", redact_url(self.url), commit[:12],
+                 len(jobs), len(errors))
+        return JobSet(commit=commit, jobs=types.MappingProxyType(jobs), errors=tuple(errors),
+                      synced_at=synced_at, url=redact_url(self.url), branch=self.branch)
+
+    def _remove_unused_snapshots(self, jobset: JobSet) -> None:
+        keep = {job.commit for job in jobset.jobs.values()} | {jobset.commit}
+        unfinished = self.ctx.store.executions_in_states({"queued", "running", "stopped"})
+        keep |= {r.get("commit") for r in unfinished}
+        for path in self.snapshots.iterdir():
+            if path.name.startswith("."):
+                continue
+            if path.name not in keep:
+                _remove_tree(path)
+
+
+def _git_error(e: Exception) -> str:
+    if isinstance(e, git.GitCommandError):
+        stderr = (e.stderr or "").strip().replace("stderr: ", "").strip("'\n ")
+        return f"git failed: {scrub(stderr) if stderr else e.status}"
+    return scrub(str(e))

@@ -1,0 +1,246 @@
+"""The Scheduler actor: schedule fires and the run queue.
+
+It keeps a heap of every schedule entry's next slot and wakes exactly when the
+earliest is due (a timer thread tells it ``Tick``); the arithmetic is the pure
+``overseer.schedule``. Executions wait in the ``RunQueue`` until a slot is
+free under ``max_concurrent`` and the job's own limit, then each gets its
+Execution actor.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import itertools
+import logging
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pykka
+
+from overseer import executions as ex
+from overseer import render
+from overseer import schedule as sched
+from overseer.catalog import JobSet
+from overseer.exceptions import OverseerError
+from overseer.jobs import Job
+from overseer.run_queue import RunQueue
+from overseer.vars import validate_params
+
+from .context import Context, Pingable
+from .execution import Execution
+from .messages import JobsLoaded, RunFinished, RunQueued
+
+log = logging.getLogger(__name__)
+
+UTC = _dt.timezone.utc
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time to look at the schedule heap."""
+
+
+class _Timer(threading.Thread):
+    """Tells the Scheduler ``Tick`` when the earliest slot is due."""
+
+    def __init__(self, actor_ref):
+        super().__init__(name="scheduler-timer", daemon=True)
+        self.actor_ref = actor_ref
+        self.cond = threading.Condition()
+        self.when: Optional[_dt.datetime] = None
+        self.stopped = False
+
+    def set(self, when: Optional[_dt.datetime]) -> None:
+        with self.cond:
+            self.when = when
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
+    def run(self) -> None:
+        with self.cond:
+            while not self.stopped:
+                if self.when is None:
+                    self.cond.wait()
+                    continue
+                delay = (self.when - utcnow()).total_seconds()
+                if delay > 0:
+                    self.cond.wait(min(delay, 60.0))
+                    continue
+                self.when = None
+                self.actor_ref.tell(Tick())
+
+
+def make_execution(job: Job, params: dict, trigger: str, scheduled_for: Optional[str] = None,
+                   priority: int = 0) -> dict:
+    """A new execution record for ``job`` with validated ``params`` (rendered once, here)."""
+    command = render.render_command(job, params) if job.command is not None else None
+    if job.script is not None:
+        command = shlex.join(render.script_argv(job, params, Path(".")))
+    return ex.new_record(params=params, command=command, commit=job.commit, trigger=trigger,
+                         scheduled_for=scheduled_for, priority=priority)
+
+
+class Scheduler(Pingable, pykka.ThreadingActor):
+    def __init__(self, ctx: Context, clock: Callable[[], _dt.datetime] = utcnow, timer: bool = True):
+        super().__init__()
+        self.ctx = ctx
+        self.clock = clock
+        self.queue = RunQueue(ctx.config.execution.max_concurrent)
+        self.jobs: dict[str, Job] = {}
+        self.started_at = clock()
+        self._heap: list = []  # (next slot, seq, job name, entry key)
+        self._entries: dict[tuple[str, str], tuple[sched.ScheduleEntry, _dt.datetime]] = {}
+        self._last: dict[tuple[str, str], Optional[_dt.datetime]] = {}
+        self._seq = itertools.count()
+        self._timer = _Timer(self.actor_ref) if timer else None
+        self.paused = False
+
+    def on_start(self) -> None:
+        if self._timer:
+            self._timer.start()
+
+    def on_stop(self) -> None:
+        if self._timer:
+            self._timer.stop()
+
+    def on_receive(self, message) -> None:
+        try:
+            if isinstance(message, Tick):
+                self.tick()
+            elif isinstance(message, RunQueued):
+                self.queue.push(message.job, message.ident, message.priority, message.job_def)
+                self._start_runs()
+            elif isinstance(message, RunFinished):
+                self.queue.finished(message.job)
+                self._start_runs()
+            elif isinstance(message, JobsLoaded):
+                self.load(message.jobset)
+        except Exception:  # one bad message must not stop every schedule
+            log.exception("scheduler: error handling %r", message)
+
+    # -- schedules ---------------------------------------------------------------------------
+    def load(self, jobset: JobSet) -> None:
+        """Take a new job set: keep the anchors of unchanged entries, add new ones."""
+        now = self.clock()
+        entries = {}
+        for job in jobset.jobs.values():
+            for entry in job.schedule:
+                key = (job.name, entry.key)
+                old = self._entries.get(key)
+                if key not in self._last:
+                    self._last[key] = self.ctx.store.last_fire(job.name, entry.key)
+                anchor = entry.time or (old[1] if old else None) or self._last[key] or now
+                entries[key] = (entry, anchor)
+        self.jobs = dict(jobset.jobs)
+        self._entries = entries
+        self._last = {k: v for k, v in self._last.items() if k in entries}
+        self._heap = []
+        for key, (entry, anchor) in entries.items():
+            self._push(key, entry, anchor, now)
+        self.tick(now)
+
+    def _push(self, key, entry, anchor, now) -> None:
+        last = self._last.get(key)
+        if last is None:
+            after = anchor - _dt.timedelta(microseconds=1)
+        else:
+            after = last
+        nxt = sched.next_slot(entry, after, anchor)
+        if nxt is not None:
+            heapq.heappush(self._heap, (nxt, next(self._seq), key))
+
+    def tick(self, now: Optional[_dt.datetime] = None) -> list[dict]:
+        """Fire every entry that is due at ``now``; returns the executions created."""
+        now = now or self.clock()
+        created = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, key = heapq.heappop(self._heap)
+            if key not in self._entries:
+                continue
+            entry, anchor = self._entries[key]
+            slot, new_last = sched.due(entry, self._last.get(key), now, anchor, self.started_at)
+            if new_last is not None:
+                self._last[key] = new_last
+                self.ctx.store.set_last_fire(key[0], entry.key, new_last)
+            if slot is not None:
+                record = self._fire(key[0], entry, slot)
+                if record:
+                    created.append(record)
+            self._push(key, entry, anchor, now)
+        if self._timer:
+            self._timer.set(self._heap[0][0] if self._heap else None)
+        self._start_runs()
+        return created
+
+    def _fire(self, name: str, entry: sched.ScheduleEntry, slot: _dt.datetime) -> Optional[dict]:
+        job = self.jobs.get(name)
+        if job is None or not self.ctx.store.is_active(name):
+            return None
+        try:
+            params = validate_params(job.vars, {}, from_strings=False)
+            record = make_execution(job, params, "schedule", ex.now_iso(slot), entry.priority)
+            record = self.ctx.store.create_execution(
+                name, record, keep=self.ctx.config.retention.executions_per_job)
+        except OverseerError as e:
+            log.error("%s: scheduled run for %s not created: %s", name, slot, e)
+            return None
+        log.info("%s/%s: scheduled for %s", name, record["id"], ex.now_iso(slot))
+        self.queue.push(name, record["id"], entry.priority, job)
+        with self.ctx.queue_lock:
+            self.ctx.queued += 1
+        return record
+
+    # -- the run queue -----------------------------------------------------------------------
+    def _limit(self, name: str) -> Optional[int]:
+        job = self.jobs.get(name)
+        return job.max_concurrent if job else None
+
+    def _start_runs(self) -> None:
+        if self.paused:
+            return
+        for run in self.queue.take_startable(self._limit):
+            with self.ctx.queue_lock:
+                self.ctx.queued -= 1
+            record = self.ctx.store.get_execution(run.job, run.ident)
+            if record is None or record.get("state") != "queued":
+                self.queue.finished(run.job)
+                continue
+            try:
+                Execution.start(self.ctx, run.payload, record)
+            except Exception:
+                log.exception("%s/%s: cannot start its execution actor", run.job, run.ident)
+                self.queue.finished(run.job)
+
+    def rebuild(self, running: list[tuple[str, int]]) -> None:
+        """After a restart of this actor: count what runs, queue again what waits."""
+        for job, _ident in running:
+            self.queue.running[job] += 1
+        for record in self.ctx.store.executions_in_states({"queued"}):
+            job = self.ctx.catalog.job(record["job"])
+            if job is not None and (record["job"], record["id"]) not in self.ctx.running:
+                self.queue.push(record["job"], record["id"], record.get("priority", 0), job)
+        with self.ctx.queue_lock:
+            self.ctx.queued = len(self.queue)
+        self._start_runs()
+
+    def pause(self) -> None:
+        """The server is stopping: fire nothing more, start nothing more."""
+        self.paused = True
+        self._heap = []
+        if self._timer:
+            self._timer.set(None)
+
+    def status(self) -> dict:
+        return {"queued": len(self.queue), "running": self.queue.running_total,
+                "entries": len(self._entries)}

@@ -1,0 +1,158 @@
+"""The Supervisor actor: recovery, ordered start, health checks, ordered stop.
+
+Start: recover what a previous process left (``queued``/``running``
+executions get the event ``lost`` and are finished; their process groups, if
+the same processes still live, are terminated), then start the Notifier, the
+Scheduler and RepoSync in that order, pinging each. Every few seconds it pings
+them again and restarts one that died. Stop: stop scheduling, terminate the
+running executions (SIGKILL after ``kill_grace``), wait for them to finish,
+then stop the actors in reverse order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Optional
+
+import pykka
+
+from overseer import executions as ex
+from overseer.runner import process_start_time
+
+from .context import Context, Pingable
+from .messages import JobsLoaded
+from .notifier import Notifier
+from .repo_sync import RepoSync
+from .scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 5.0
+
+
+def recover(ctx: Context) -> list[dict]:
+    """Finish every execution a previous process left unfinished; returns them."""
+    lost = []
+    pending = ctx.store.executions_in_states({"queued", "running", "stopped"})
+    kill = []
+    for record in pending:
+        pgid, started = record.get("pgid"), record.get("proc_start")
+        if pgid and started and process_start_time(pgid) == started:
+            kill.append(pgid)
+    for pgid in kill:
+        _signal_group(pgid, signal.SIGCONT)
+        _signal_group(pgid, signal.SIGTERM)
+    if kill:
+        deadline = time.monotonic() + ctx.config.execution.kill_grace
+        while time.monotonic() < deadline and any(_group_alive(p) for p in kill):
+            time.sleep(0.05)
+        for pgid in kill:
+            _signal_group(pgid, signal.SIGKILL)
+    for record in pending:
+        event = ex.make_event("lost", "the server stopped while it was " + record["state"], "system")
+        updated = ctx.store.update_execution(
+            record["job"], record["id"],
+            lambda r, event=event: ex.add_event(r, event, state="finished", ended_at=event["time"]))
+        log.warning("%s/%s: lost (was %s when the previous server stopped)", record["job"], record["id"],
+                    record["state"])
+        lost.append(updated)
+    return lost
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+class Supervisor(Pingable, pykka.ThreadingActor):
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+        self.children: dict[str, Optional[pykka.ActorRef]] = {"notifier": None, "scheduler": None,
+                                                               "repo_sync": None}
+        self._checker: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+
+    def on_start(self) -> None:
+        recover(self.ctx)
+        for name in self.children:
+            self._start_child(name)
+        self._checker = threading.Thread(target=self._check_loop, name="supervisor-check", daemon=True)
+        self._checker.start()
+
+    def _start_child(self, name: str) -> None:
+        if name == "notifier":
+            ref = Notifier.start(self.ctx.config)
+            self.ctx.notifier = ref
+        elif name == "scheduler":
+            ref = Scheduler.start(self.ctx)
+            self.ctx.scheduler = ref
+            ref.proxy().rebuild(list(self.ctx.running)).get(timeout=10)
+            if self.ctx.catalog.current.commit is not None:
+                ref.tell(JobsLoaded(self.ctx.catalog.current))
+        else:
+            ref = RepoSync.start(self.ctx)
+        ref.proxy().ping().get(timeout=10)
+        self.children[name] = ref
+
+    def _check_loop(self) -> None:
+        while not self._stopping.wait(CHECK_INTERVAL):
+            try:
+                self.actor_ref.proxy().check()
+            except pykka.ActorDeadError:
+                return
+
+    def check(self) -> list[str]:
+        """Restart every child that died; returns their names."""
+        restarted = []
+        for name, ref in self.children.items():
+            if self._stopping.is_set():
+                break
+            if ref is None or not ref.is_alive():
+                log.error("supervisor: %s died; restarting it", name)
+                self._start_child(name)
+                restarted.append(name)
+        return restarted
+
+    def sync(self):
+        """The first sync, done before the server answers (the caller waits on it)."""
+        return self.children["repo_sync"].proxy().sync()
+
+    def child(self, name: str) -> Optional[pykka.ActorRef]:
+        return self.children.get(name)
+
+    def on_stop(self) -> None:
+        self._stopping.set()
+        scheduler = self.children.get("scheduler")
+        if scheduler is not None and scheduler.is_alive():
+            scheduler.proxy().pause().get(timeout=10)
+        running = list(self.ctx.running.values())
+        for ref in running:
+            try:
+                ref.proxy().shutdown("server stopping")
+            except pykka.ActorDeadError:
+                pass
+        deadline = time.monotonic() + self.ctx.config.execution.kill_grace + 5
+        while self.ctx.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recover(self.ctx)  # what never started is finished too: nothing stays queued
+        for name in reversed(list(self.children)):
+            ref = self.children[name]
+            if ref is not None:
+                try:
+                    ref.stop(timeout=10)
+                except pykka.Timeout:
+                    log.error("supervisor: %s did not stop in time", name)

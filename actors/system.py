@@ -1,0 +1,257 @@
+"""The whole running system behind one facade: what the HTTP handlers, the CLI and
+the tests call.
+
+``System.start()`` opens the Store, starts the process monitor, the event
+socket and the Supervisor (which recovers and starts the other actors), and
+does the first repository sync before returning. Commands (trigger, repeat,
+events, activation, sync) are single calls here; reads of executions and
+output go straight to the Store.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import pykka
+
+from overseer import executions as ex
+from overseer import schedule as sched
+from overseer.catalog import Catalog
+from overseer.config import Config
+from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
+from overseer.jobs import Job
+from overseer.runner import ProcessMonitor
+from overseer.store import Store
+from overseer.vars import validate_params
+
+from .context import Context
+from .event_socket import EventSocket
+from .messages import RunQueued
+from .scheduler import make_execution, utcnow
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+LIBRARY_DIR = Path(__file__).resolve().parent.parent / "library"
+if not LIBRARY_DIR.is_dir():  # a source checkout: actors/ sits beside overseer/
+    LIBRARY_DIR = Path(__file__).resolve().parent.parent / "overseer" / "library"
+
+ASK_TIMEOUT = 30
+
+
+def library_dir(data_path: Path) -> Path:
+    """The library dir, with its tools executable (copied into the data dir if the
+    installed copy lost its exec bits and cannot be changed)."""
+    tools = [p for p in LIBRARY_DIR.iterdir() if p.is_file() and not p.name.startswith((".", "_"))]
+    if all(os.access(p, os.X_OK) for p in tools):
+        return LIBRARY_DIR
+    try:
+        for p in tools:
+            p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return LIBRARY_DIR
+    except OSError:
+        copy = data_path / "library"
+        copy.mkdir(parents=True, exist_ok=True)
+        for p in tools:
+            (copy / p.name).write_bytes(p.read_bytes())
+            (copy / p.name).chmod(0o755)
+        return copy
+
+
+class System:
+    def __init__(self, config: Config):
+        self.config = config
+        data = config.data_path
+        self.store: Optional[Store] = None
+        self.catalog = Catalog(data / "snapshots")
+        self.ctx: Optional[Context] = None
+        self.supervisor: Optional[pykka.ActorRef] = None
+        self.event_socket: Optional[EventSocket] = None
+        self._stopped = threading.Event()
+
+    # -- life --------------------------------------------------------------------------------
+    def start(self) -> System:
+        data = self.config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "tmp").mkdir(exist_ok=True)
+        self.store = Store(data / "store")
+        monitor = ProcessMonitor()
+        self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
+                           library_dir=library_dir(data), socket_path=data / "event.sock",
+                           tmp_dir=data / "tmp")
+        self.event_socket = EventSocket(self.ctx.socket_path, self._job_event)
+        self.event_socket.start()
+        self.supervisor = Supervisor.start(self.ctx)
+        self.supervisor.proxy().ping().get(timeout=ASK_TIMEOUT)
+        self.supervisor.proxy().sync().get(timeout=ASK_TIMEOUT * 10).get(timeout=ASK_TIMEOUT * 10)
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.supervisor is not None:
+            try:
+                self.supervisor.stop(timeout=self.config.execution.kill_grace + 30)
+            except pykka.Timeout:
+                log.error("the supervisor did not stop in time")
+        pykka.ActorRegistry.stop_all(timeout=10)
+        if self.event_socket:
+            self.event_socket.stop()
+        if self.ctx:
+            self.ctx.monitor.stop()
+            if self.ctx.monitor.cgroup_root:
+                self.ctx.monitor.cgroup_root.remove()
+        if self.store:
+            self.store.close()
+
+    # -- jobs --------------------------------------------------------------------------------
+    def job(self, name: str) -> Job:
+        job = self.catalog.job(name)
+        if job is None:
+            raise NotFound(f"no job named {name!r}")
+        return job
+
+    def jobs(self) -> list[Job]:
+        return sorted(self.catalog.current.jobs.values(), key=lambda j: j.name)
+
+    def is_active(self, name: str) -> bool:
+        return self.store.is_active(name)
+
+    def set_active(self, name: str, active: bool) -> dict:
+        self.job(name)
+        self.store.set_active(name, active)
+        log.info("job %s: %s", name, "activated" if active else "deactivated")
+        return {"name": name, "active": active}
+
+    def next_runs(self, job: Job, count: int = 5) -> list[str]:
+        """The next fire times of the job's schedule (for display)."""
+        if not self.store.is_active(job.name):
+            return []
+        now = utcnow()
+        times = []
+        for entry in job.schedule:
+            anchor = entry.time or now
+            after = now
+            for _ in range(count):
+                slot = sched.next_slot(entry, after, anchor)
+                if slot is None:
+                    break
+                times.append(slot)
+                after = slot
+        return [ex.now_iso(t) for t in sorted(times)[:count]]
+
+    def repo_info(self) -> dict:
+        current = self.catalog.current
+        info = {"url": current.url, "branch": current.branch, "commit": current.commit,
+                "synced_at": current.synced_at,
+                "errors": [{"file": f, "error": m} for f, m in current.errors]}
+        if current.sync_error:
+            info["sync_error"] = current.sync_error
+        return info
+
+    def request_sync(self) -> None:
+        ref = self.supervisor.proxy().child("repo_sync").get(timeout=ASK_TIMEOUT)
+        ref.proxy().sync()
+
+    def sync(self, timeout: float = 120) -> Any:
+        """Sync now and wait for it (tests, the first start)."""
+        ref = self.supervisor.proxy().child("repo_sync").get(timeout=ASK_TIMEOUT)
+        return ref.proxy().sync().get(timeout=timeout)
+
+    # -- executions --------------------------------------------------------------------------
+    def execution(self, name: str, ident: int) -> dict:
+        record = self.store.get_execution(name, ident)
+        if record is None:
+            raise NotFound(f"job {name!r} has no execution {ident}")
+        return record
+
+    def executions(self, name: str, limit: int = 20, before: Optional[int] = None) -> list[dict]:
+        return self.store.list_executions(name, limit=limit, before=before)
+
+    def trigger(self, name: str, values: Mapping[str, Any], from_strings: bool = False,
+                trigger: str = "api") -> dict:
+        """Validate, store (durably) and queue a run; returns the stored record."""
+        job = self.job(name)
+        if not self.store.is_active(name):
+            raise Conflict(f"job {name!r} is inactive (PUT /jobs/{name} activates it)")
+        params = validate_params(job.vars, values, from_strings=from_strings)
+        return self._create(job, params, trigger)
+
+    def repeat(self, name: str, ident: int) -> dict:
+        record = self.execution(name, ident)
+        job = self.job(name)
+        if not self.store.is_active(name):
+            raise Conflict(f"job {name!r} is inactive (PUT /jobs/{name} activates it)")
+        try:
+            params = validate_params(job.vars, record["params"], from_strings=False)
+        except ParamError as e:
+            raise Conflict(f"cannot repeat {name}/{ident} with the job's current vars: {e}") from None
+        return self._create(job, params, "repeat")
+
+    def _create(self, job: Job, params: dict, trigger: str) -> dict:
+        with self.ctx.queue_lock:
+            if self.ctx.queued >= self.config.execution.max_queued:
+                raise QueueFull(f"{self.ctx.queued} executions are waiting (execution.max_queued)")
+            self.ctx.queued += 1
+        try:
+            record = self.store.create_execution(job.name, make_execution(job, params, trigger),
+                                                 keep=self.config.retention.executions_per_job)
+        except BaseException:
+            with self.ctx.queue_lock:
+                self.ctx.queued -= 1
+            raise
+        self.ctx.notify(job, record["id"], record["events"][0])
+        self.ctx.scheduler.tell(RunQueued(job.name, record["id"], 0, job))
+        return record
+
+    def create_event(self, name: str, ident: int, event: Any, cause: Any, source: str = "api") -> dict:
+        """An event from a client: signals for stop/continue/terminate/kill, else a status."""
+        self.job(name)
+        record = self.execution(name, ident)
+        try:
+            event = ex.check_event_name(event)
+            cause = ex.check_cause(cause)
+        except ValueError as e:
+            raise ParamError(str(e)) from None
+        return self._event(name, ident, record, event, cause, source)
+
+    def _event(self, name: str, ident: int, record: dict, event: str, cause: Optional[str],
+               source: str) -> dict:
+        ref = self.ctx.running.get((name, ident))
+        if event in ex.SIGNAL_EVENTS:
+            if ref is None:
+                raise Conflict(f"execution {name}/{ident} is not running (it is {record['state']})")
+            return self._ask(ref, "signal", event, cause, source)
+        if ref is not None:
+            return self._ask(ref, "add_event", event, cause, source)
+        made = ex.make_event(event, cause, source)
+        self.store.update_execution(name, ident, lambda r: ex.add_event(r, made))
+        job = self.catalog.job(name)
+        if job is not None:
+            self.ctx.notify(job, ident, made)
+        return made
+
+    def _ask(self, ref: pykka.ActorRef, method: str, *args) -> dict:
+        try:
+            return getattr(ref.proxy(), method)(*args).get(timeout=ASK_TIMEOUT)
+        except pykka.ActorDeadError:
+            raise Conflict("the execution ended meanwhile") from None
+
+    def _job_event(self, token: str, event: Any, cause: Any) -> None:
+        """An event from a job's `event` tool, through the socket."""
+        ref = self.ctx.tokens.get(token)
+        if ref is None:
+            raise PermissionError("unknown or expired token")
+        try:
+            event = ex.check_event_name(event)
+            cause = ex.check_cause(cause)
+        except ValueError as e:
+            raise ParamError(str(e)) from None
+        method = "signal" if event in ex.SIGNAL_EVENTS else "add_event"
+        self._ask(ref, method, event, cause, "job")

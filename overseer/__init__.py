@@ -1,0 +1,2 @@
+"""Overseer: a git-backed job runner."""
+__version__ = "0.1.0"

@@ -1,0 +1,120 @@
+"""One cgroup v2 per execution, where a writable cgroup2 hierarchy exists.
+
+A cgroup holds every process a job starts, including those that leave its
+process group with ``setsid``: ``cgroup.kill`` ends them all at once and
+``cgroup.freeze`` stops and continues them all. Where no cgroup2 mount is
+writable (not root, or no cgroup v2), ``CgroupRoot.find()`` returns None and
+the runner falls back to the process group.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+def _cgroup2_mounts() -> list[Path]:
+    try:
+        with open("/proc/self/mounts") as f:
+            return [Path(line.split()[1]) for line in f if line.split()[2:3] == ["cgroup2"]]
+    except OSError:
+        return []
+
+
+class CgroupRoot:
+    """The parent cgroup under which this server makes one cgroup per execution."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def find(cls) -> Optional[CgroupRoot]:
+        if os.environ.get("OVERSEER_NO_CGROUPS"):
+            return None
+        for mount in _cgroup2_mounts():
+            parent = mount / f"overseer-{os.getpid()}"
+            try:
+                parent.mkdir(exist_ok=True)
+                probe = parent / "probe"
+                probe.mkdir()
+                has_kill = (probe / "cgroup.kill").exists()
+                probe.rmdir()
+            except OSError:
+                continue
+            if not has_kill:
+                parent.rmdir()
+                continue
+            log.info("each execution gets its own cgroup under %s", parent)
+            return cls(parent)
+        return None
+
+    def create(self, name: str) -> Optional[Cgroup]:
+        path = self.path / name
+        try:
+            path.mkdir()
+        except OSError as e:
+            log.warning("cannot make cgroup %s (%s); using the process group only", path, e)
+            return None
+        return Cgroup(path)
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+class Cgroup:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def join_fn(self) -> Callable[[], None]:
+        """A function for the child to run between fork and exec: move itself in."""
+        procs = str(self.path / "cgroup.procs")
+
+        def join() -> None:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        return join
+
+    def _write(self, name: str, value: bytes) -> bool:
+        try:
+            with open(self.path / name, "wb", buffering=0) as f:
+                f.write(value)
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> bool:
+        return self._write("cgroup.kill", b"1")
+
+    def freeze(self, frozen: bool) -> bool:
+        return self._write("cgroup.freeze", b"1" if frozen else b"0")
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def signal_all(self, signum: int) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.freeze(False)  # a frozen tree must run to handle the signal
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass

@@ -1,0 +1,107 @@
+"""The ``overseer`` command: serve, validate, and the client commands (SPEC §1)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from overseer.exceptions import ConfigError, OverseerError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from overseer.actors.system import System
+    from overseer.config import load_config
+    from overseer.embedded import with_repository
+    from overseer.http.server import HttpServer, check_bind
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("overseer")
+    try:
+        config = load_config(args.config)
+        check_bind(config)
+        config = with_repository(config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"overseer: {problem}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    system = System(config)
+    try:
+        system.start()
+    except OverseerError as e:
+        print(f"overseer: {e}", file=sys.stderr)
+        system.stop()
+        return 2
+    http = HttpServer(system, config)
+    try:
+        http.start()
+    except Exception as e:
+        print(f"overseer: cannot listen on {config.server.host}:{config.server.port}: {e}", file=sys.stderr)
+        system.stop()
+        return 2
+    log.info("listening on %s (jobs from %s, data in %s)", config.base_url,
+             system.repo_info()["url"], config.data_path)
+    if args.config is None:
+        print(f"Overseer is running the bundled example jobs on {config.base_url}\n"
+              f"  try: curl {config.base_url}/jobs\n"
+              f"       overseer run hello --follow\n"
+              f"Stop it with Ctrl-C.", file=sys.stderr, flush=True)
+    stop.wait()
+    log.info("stopping")
+    http.stop()
+    system.stop()
+    log.info("stopped")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from overseer.jobs import load_repository
+
+    root = Path(args.path)
+    if not root.is_dir():
+        print(f"{args.path}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        jobs, errors = load_repository(root)
+    except OSError as e:
+        print(f"{args.path}: cannot read: {e.strerror}", file=sys.stderr)
+        return 2
+    for file, message in errors:
+        print(f"{file}: {message}")
+    if not args.quiet:
+        print(f"{len(jobs)} valid job(s), {len(errors)} problem(s)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from overseer import __version__, client
+
+    p = argparse.ArgumentParser(prog="overseer", description="A git-backed job runner.")
+    p.add_argument("--version", action="version", version=f"overseer {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    serve = sub.add_parser("serve", help="run the server in the foreground")
+    serve.add_argument("-c", "--config", help="config file (default: the embedded default)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+    validate = sub.add_parser("validate", help="check a job repository working tree")
+    validate.add_argument("path")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print only the problems")
+    validate.set_defaults(func=_validate)
+    client.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Configuration: YAML loaded once into frozen dataclasses (SPEC §2).
+
+Every unknown key and every wrong type is reported with its key path, all of
+them at once. Nothing here is global: the loaded ``Config`` is passed in.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from overseer.exceptions import ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _frozen_map(value: Mapping | None = None) -> Mapping:
+    return types.MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    url: str | None = None  # None: the bundled example repository (the embedded default)
+    branch: str = "main"
+    poll_interval: float = 60
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str | None = None  # default: http://HOST:PORT
+    tokens: tuple[str, ...] = ()
+    max_body_bytes: int = 1048576
+    thread_pool: int = 64
+    max_follows: int = 32
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    max_concurrent: int = 64
+    max_queued: int = 10000
+    kill_grace: float = 10
+    max_output_bytes: int = 104857600
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    executions_per_job: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    repository: RepositoryConfig = field(default_factory=RepositoryConfig)
+    data_dir: str = "./var"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)
+    hooks_secret: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def base_url(self) -> str:
+        if self.server.base_url:
+            return self.server.base_url.rstrip("/")
+        host = self.server.host if self.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
+
+
+# Positive-number constraints, by key path.
+_POSITIVE = {"server.port", "server.max_body_bytes", "server.thread_pool", "server.max_follows",
+             "execution.max_concurrent", "execution.max_queued", "execution.max_output_bytes",
+             "retention.executions_per_job"}
+_NON_NEGATIVE = {"repository.poll_interval", "execution.kill_grace"}
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(path: str, tp: Any, value: Any, problems: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the converted value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(path, inner, value, problems)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be a mapping, got {type(value).__name__}")
+            return tp()
+        return _build(tp, value, path + ".", problems)
+    if origin is tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(f"{path}: must be a list of strings")
+            return ()
+        return tuple(value)
+    if origin is collections.abc.Mapping:
+        if value is None:
+            return _frozen_map()
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be a mapping of event name to a list of URLs")
+            return _frozen_map()
+        out = {}
+        for key, urls in value.items():
+            if isinstance(urls, str):
+                urls = [urls]
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                problems.append(f"{path}.{key}: must be a list of URLs")
+                continue
+            bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+            if bad:
+                problems.append(f"{path}.{key}: {bad[0]!r} is not an http(s) URL")
+                continue
+            out[str(key)] = tuple(urls)
+        return _frozen_map(out)
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        return None
+    key = path
+    if key in _POSITIVE and value <= 0:
+        problems.append(f"{path}: must be greater than 0, got {value!r}")
+    if key in _NON_NEGATIVE and value < 0:
+        problems.append(f"{path}: must not be negative, got {value!r}")
+    return tp(value) if tp is float else value
+
+
+def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            problems.append(f"{prefix}{key}: unknown key")
+            continue
+        converted = _convert(prefix + key, hints[key], value, problems)
+        if converted is not None or value is None:
+            kwargs[key] = converted
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or _optional(hints[k])}
+    return cls(**kwargs)
+
+
+def _optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Build a ``Config`` from parsed YAML; raise ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping at the top level")
+    problems: list[str] = []
+    config = _build(Config, data, "", problems)
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load the config file, or the embedded default when ``path`` is None."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loader
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,80 @@
+"""Execution records: their shape, their events and their public form (SPEC §5).
+
+Plain functions over plain dicts; the Store keeps the dicts as JSON and the
+actors change them only through ``Store.update_execution``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any, Optional
+
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+RESERVED_EVENT_NAMES = frozenset({"stdout", "stderr", "output"})
+SIGNAL_EVENTS = {"stop": "SIGSTOP", "continue": "SIGCONT", "terminate": "SIGTERM", "kill": "SIGKILL"}
+STREAMS = ("stdout", "stderr", "output")
+MAX_CAUSE = 4096
+
+# Fields the store keeps for the engine that are not part of the public metadata.
+_PRIVATE = ("pgid", "proc_start", "argv_script")
+
+
+def now_iso(moment: Optional[_dt.datetime] = None) -> str:
+    moment = moment or _dt.datetime.now(_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_event_name(name: Any) -> str:
+    """Return ``name`` if a client or job may create an event of that name, else raise ValueError."""
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise ValueError(f"event name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
+    if name in RESERVED_EVENT_NAMES:
+        raise ValueError(f"event name {name!r} is reserved for the output streams")
+    return name
+
+
+def check_cause(cause: Any) -> Optional[str]:
+    if cause is None:
+        return None
+    if not isinstance(cause, str):
+        raise ValueError("cause must be a string or null")
+    if len(cause) > MAX_CAUSE:
+        raise ValueError(f"cause is longer than {MAX_CAUSE} characters")
+    return cause
+
+
+def new_record(*, params: dict, command: Optional[str], commit: Optional[str], trigger: str,
+               scheduled_for: Optional[str] = None, priority: int = 0) -> dict:
+    created = now_iso()
+    return {
+        "state": "queued", "status": "queued", "params": params, "command": command,
+        "commit": commit, "trigger": trigger, "scheduled_for": scheduled_for, "priority": priority,
+        "created_at": created, "started_at": None, "ended_at": None, "exit_code": None,
+        "signal": None, "pid": None,
+        "events": [{"name": "queued", "cause": None, "time": created, "source": "system"}],
+    }
+
+
+def make_event(name: str, cause: Optional[str], source: str) -> dict:
+    return {"name": name, "cause": cause, "time": now_iso(), "source": source}
+
+
+def add_event(record: dict, event: dict, **changes: Any) -> dict:
+    """Append ``event`` to ``record`` (in place), make it the status, apply ``changes``."""
+    record["events"].append(event)
+    record["status"] = event["name"]
+    record.update(changes)
+    return record
+
+
+def public(record: dict, base_url: str = "") -> dict:
+    """The execution metadata as the API shows it."""
+    out = {k: v for k, v in record.items() if k not in _PRIVATE}
+    prefix = f"{base_url}/jobs/{record['job']}/{record['id']}"
+    out["links"] = {stream: f"{prefix}/{stream}" for stream in STREAMS}
+    return out
+
+
+def occurrences(record: dict, name: str) -> list[dict]:
+    return [{"time": e["time"], "cause": e["cause"], "source": e["source"]}
+            for e in record["events"] if e["name"] == name]

@@ -1,0 +1,302 @@
+"""Starting, watching, signalling and reading job processes on this machine.
+
+One ``ProcessMonitor`` thread serves every running execution: it reads all
+stdout/stderr pipes and all pidfds through one selector, and runs the timers
+(time-outs, kill grace). Execution actors own their process through a
+``Process`` handle; nothing here knows about actors, the Store or HTTP, so a
+runner for other machines can take its place behind the same interface.
+
+Callbacks (``on_output``, ``on_exit``, timer functions) run on the monitor
+thread and must be quick: they hand work on (a queued Store append, an actor
+``tell``) and return.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from overseer import cgroups
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: Optional[int]  # None when killed by a signal
+    signal: Optional[str]  # e.g. "SIGKILL"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (None if it is gone): with the
+    pid it names one process, so a reused pid is never mistaken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+class Process:
+    """A started job process: its process group, optional cgroup and pipes."""
+
+    def __init__(self, popen: subprocess.Popen, cgroup: Optional[cgroups.Cgroup]):
+        self.pid = popen.pid
+        self.pgid = popen.pid  # start_new_session: the leader of its own group and session
+        self.start_time = process_start_time(self.pid)
+        self.cgroup = cgroup
+        self._popen = popen
+        self.status: Optional[ExitStatus] = None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the whole tree: the cgroup where there is one, else the group."""
+        if signum == signal.SIGKILL and self.cgroup and self.cgroup.kill():
+            return
+        if self.cgroup and signum in (signal.SIGSTOP, signal.SIGCONT):
+            if self.cgroup.freeze(signum == signal.SIGSTOP):
+                return
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            pass
+        if self.cgroup and signum != signal.SIGSTOP:
+            # Processes that left the group with setsid are still in the cgroup.
+            self.cgroup.signal_all(signum)
+
+    def kill_remaining(self) -> None:
+        """After the main process ended: kill whatever it left behind."""
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.cgroup:
+            self.cgroup.kill()
+            self.cgroup.remove()
+
+
+class _Watch:
+    __slots__ = ("proc", "pidfd", "pipes", "on_output", "on_exit", "exited")
+
+    def __init__(self, proc, pidfd, pipes, on_output, on_exit):
+        self.proc = proc
+        self.pidfd = pidfd
+        self.pipes = pipes  # fd -> stream name
+        self.on_output = on_output
+        self.on_exit = on_exit
+        self.exited = False
+
+
+class ProcessMonitor:
+    """The one thread that pumps every pipe, reaps every process and runs the timers."""
+
+    def __init__(self, use_cgroups: bool = True):
+        self._sel = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._timers: list = []
+        self._seq = itertools.count()
+        self._cancelled: set = set()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: list[Callable[[], None]] = []
+        self._stop = False
+        self.cgroup_root = cgroups.CgroupRoot.find() if use_cgroups else None
+        self._thread = threading.Thread(target=self._loop, name="process-monitor", daemon=True)
+        self._thread.start()
+
+    # -- starting ----------------------------------------------------------------------------
+    def start(self, argv: list[str], cwd: str, env: dict, name: str,
+              on_output: Callable[[str, bytes], None],
+              on_exit: Callable[[ExitStatus], None]) -> Process:
+        """Start ``argv`` in its own session; raise OSError when it cannot start."""
+        cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
+        try:
+            popen = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                preexec_fn=cgroup.join_fn() if cgroup else None)
+        except BaseException:
+            if cgroup:
+                cgroup.remove()
+            raise
+        proc = Process(popen, cgroup)
+        pipes = {}
+        for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+            fd = os.dup(f.fileno())
+            f.close()
+            os.set_blocking(fd, False)
+            pipes[fd] = stream
+        popen.stdout = popen.stderr = None
+        pidfd = os.pidfd_open(proc.pid)
+        watch = _Watch(proc, pidfd, pipes, on_output, on_exit)
+        self._call(lambda: self._register(watch))
+        return proc
+
+    def _register(self, watch: _Watch) -> None:
+        for fd in watch.pipes:
+            self._sel.register(fd, selectors.EVENT_READ, (watch, fd))
+        self._sel.register(watch.pidfd, selectors.EVENT_READ, (watch, None))
+
+    # -- timers ------------------------------------------------------------------------------
+    def call_at(self, when: float, fn: Callable[[], None]) -> int:
+        """Run ``fn`` on the monitor thread at monotonic time ``when``; returns a handle."""
+        handle = next(self._seq)
+        with self._lock:
+            heapq.heappush(self._timers, (when, handle, fn))
+        self._wake()
+        return handle
+
+    def cancel(self, handle: Optional[int]) -> None:
+        if handle is not None:
+            with self._lock:
+                self._cancelled.add(handle)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake()
+        self._thread.join(5)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(fn)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop:
+            timeout = self._run_timers()
+            try:
+                events = self._sel.select(timeout)
+            except OSError as e:  # pragma: no cover - EINTR is retried by selectors
+                log.error("process monitor: select failed: %s", e)
+                continue
+            for key, _mask in events:
+                if key.data is None:
+                    self._drain_wake()
+                    continue
+                watch, fd = key.data
+                try:
+                    if fd is None:
+                        self._reap(watch)
+                    else:
+                        self._read(watch, fd)
+                except Exception:  # a bug here must not stop every other execution's output
+                    log.exception("process monitor: error handling pid %s", watch.proc.pid)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for fn in pending:
+            fn()
+
+    def _run_timers(self) -> Optional[float]:
+        while True:
+            with self._lock:
+                if not self._timers:
+                    return None
+                when, handle, fn = self._timers[0]
+                if handle in self._cancelled:
+                    heapq.heappop(self._timers)
+                    self._cancelled.discard(handle)
+                    continue
+                now = time.monotonic()
+                if when > now:
+                    return when - now
+                heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("process monitor: timer failed")
+
+    def _read(self, watch: _Watch, fd: int) -> bool:
+        """Read what is there; return False at EOF (and unregister the pipe)."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EIO:
+                log.warning("pid %s: reading %s failed: %s", watch.proc.pid, watch.pipes[fd], e)
+            data = b""
+        if data:
+            watch.on_output(watch.pipes[fd], data)
+            return True
+        self._close_pipe(watch, fd)
+        return False
+
+    def _close_pipe(self, watch: _Watch, fd: int) -> None:
+        self._sel.unregister(fd)
+        os.close(fd)
+        del watch.pipes[fd]
+
+    def _reap(self, watch: _Watch) -> None:
+        try:
+            pid, status = os.waitpid(watch.proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = watch.proc.pid, 0
+        if pid == 0:
+            return  # stopped or continued, not ended
+        self._sel.unregister(watch.pidfd)
+        os.close(watch.pidfd)
+        watch.proc._popen.returncode = 0  # reaped here; keep Popen from waiting again
+        if os.WIFSIGNALED(status):
+            exit_status = ExitStatus(None, signal_name(os.WTERMSIG(status)))
+        else:
+            exit_status = ExitStatus(os.waitstatus_to_exitcode(status), None)
+        watch.proc.status = exit_status
+        # What the process wrote before it ended is in the pipes: take all of it, then end
+        # whatever it left running (it would hold the pipes open for ever).
+        for fd in list(watch.pipes):
+            for _ in range(64):  # bounded: a leftover child may write without end
+                if fd not in watch.pipes or not self._read_available(watch, fd):
+                    break
+        watch.proc.kill_remaining()
+        for fd in list(watch.pipes):
+            while fd in watch.pipes and self._read_available(watch, fd):
+                pass
+            if fd in watch.pipes:
+                self._close_pipe(watch, fd)
+        watch.on_exit(exit_status)
+
+    def _read_available(self, watch: _Watch, fd: int) -> bool:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if data:
+            watch.on_output(watch.pipes[fd], data)
+            return True
+        self._close_pipe(watch, fd)
+        return False

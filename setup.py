@@ -1,0 +1,38 @@
+"""Overseer: a git-backed job runner."""
+from setuptools import setup
+
+setup(
+    name="overseer",
+    version="0.1.0",
+    description="A git-backed job runner: jobs as YAML/JSON in git, run over REST or on schedules",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    author="Brandon Schlueter",
+    author_email="overseer@schlueter.blue",
+    license="AGPL-3.0-or-later",
+    python_requires=">=3.9",
+    packages=["overseer", "overseer.http", "overseer.actors"],
+    package_dir={"overseer.actors": "actors"},
+    package_data={"overseer": ["library/*", "examples/*", "examples/**/*", "http/openapi.json"]},
+    include_package_data=True,
+    install_requires=[
+        "Pykka>=4.0,<5",
+        "CherryPy>=18.8,<19",
+        "GitPython>=3.1.41,<4",
+        "PyYAML>=6.0,<7",
+        "Jinja2>=3.1.6,<4",
+        "croniter>=2.0,<8",
+        "lmdb>=1.4,<4",
+        "requests>=2.31,<3",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["overseer=overseer.cli:main"]},
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Environment :: No Input/Output (Daemon)",
+        "License :: OSI Approved :: GNU Affero General Public License v3 or later (AGPLv3+)",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Systems Administration",
+    ],
+)
