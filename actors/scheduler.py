@@ -102,6 +102,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         self._heap: list = []  # (next slot, seq, job name, entry key)
         self._entries: dict[tuple[str, str], tuple[sched.ScheduleEntry, _dt.datetime]] = {}
         self._last: dict[tuple[str, str], Optional[_dt.datetime]] = {}
+        self._loaded_at: dict[tuple[str, str], _dt.datetime] = {}  # when this process first saw the entry
         self._seq = itertools.count()
         self._timer = _Timer(self.actor_ref) if timer else None
         self.paused = False
@@ -140,11 +141,13 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 old = self._entries.get(key)
                 if key not in self._last:
                     self._last[key] = self.ctx.store.last_fire(job.name, entry.key)
+                self._loaded_at.setdefault(key, now)
                 anchor = entry.time or (old[1] if old else None) or self._last[key] or now
                 entries[key] = (entry, anchor)
         self.jobs = dict(jobset.jobs)
         self._entries = entries
         self._last = {k: v for k, v in self._last.items() if k in entries}
+        self._loaded_at = {k: v for k, v in self._loaded_at.items() if k in entries}
         self._heap = []
         for key, (entry, anchor) in entries.items():
             self._push(key, entry, anchor, now)
@@ -169,7 +172,8 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             if key not in self._entries:
                 continue
             entry, anchor = self._entries[key]
-            slot, new_last = sched.due(entry, self._last.get(key), now, anchor, self.started_at)
+            slot, new_last = sched.due(entry, self._last.get(key), now, anchor, self.started_at,
+                                       self._loaded_at.get(key))
             if new_last is not None:
                 self._last[key] = new_last
                 self.ctx.store.set_last_fire(key[0], entry.key, new_last)

@@ -136,14 +136,9 @@ class System:
         now = utcnow()
         times = []
         for entry in job.schedule:
-            anchor = entry.time or now
-            after = now
-            for _ in range(count):
-                slot = sched.next_slot(entry, after, anchor)
-                if slot is None:
-                    break
-                times.append(slot)
-                after = slot
+            last = self.store.last_fire(job.name, entry.key)
+            anchor = sched.anchor_for(entry, now, last)
+            times += sched.next_slots(entry, max(now, last) if last else now, anchor, count)
         return [ex.now_iso(t) for t in sorted(times)[:count]]
 
     def repo_info(self) -> dict:

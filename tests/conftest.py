@@ -151,7 +151,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver.cond:
-                    receiver.received.append((self.path, json.loads(body), dict(self.headers)))
+                    headers = dict(self.headers, raw_body=body)
+                    receiver.received.append((self.path, json.loads(body), headers))
                     receiver.cond.notify_all()
 
             def log_message(self, *args):

@@ -1,0 +1,100 @@
+"""RepoSync end to end: real git commits, snapshots, last good definitions."""
+from __future__ import annotations
+
+from .conftest import git, wait_finished, wait_for
+
+
+def test_sync_adds_changes_and_removes_jobs(system_factory, job_repo):
+    s = system_factory({"a.yml": {"command": "echo a1"}, "b.yml": {"command": "echo b"}})
+    first = s.repo_info()["commit"]
+    assert {j.name for j in s.jobs()} == {"a", "b"}
+    second = job_repo.commit({"a.yml": {"command": "echo a2"}, "b.yml": None,
+                              "team/c.yaml": {"command": "echo c"}})
+    s.sync()
+    assert s.repo_info()["commit"] == second != first
+    assert {j.name for j in s.jobs()} == {"a", "team.c"}
+    s.trigger("a", {})
+    done = wait_finished(s, "a", 1)
+    assert done["commit"] == second
+    assert s.store.read_output("a", 1, "stdout") == b"a2\n"
+
+
+def test_broken_commit_keeps_last_good_definition(system_factory, job_repo):
+    s = system_factory({"a.yml": {"command": "echo good"}, "b.yml": {"command": "echo b"}})
+    good = s.repo_info()["commit"]
+    job_repo.commit({"a.yml": "command: [unclosed\n", "b.yml": {"command": "echo b2"},
+                     "new.yml": {"comand": "typo"}})
+    s.sync()
+    info = s.repo_info()
+    files = {e["file"]: e["error"] for e in info["errors"]}
+    assert set(files) == {"a.yml", "new.yml"} and "comand" in files["new.yml"]
+    assert {j.name for j in s.jobs()} == {"a", "b"}
+    assert s.job("a").commit == good  # the last valid definition, from its own commit
+    s.trigger("a", {})
+    assert wait_finished(s, "a", 1)["commit"] == good
+    assert s.store.read_output("a", 1, "stdout") == b"good\n"
+    fixed = job_repo.commit({"a.yml": {"command": "echo fixed"}, "new.yml": None})
+    s.sync()
+    assert s.repo_info()["errors"] == [] and s.job("a").commit == fixed
+
+
+def test_running_job_keeps_its_commit_files(system_factory, job_repo, tmp_path):
+    gate = tmp_path / "gate"
+    wait_gate = f"while [ ! -e {gate} ]; do sleep 0.02; done"
+    s = system_factory({"data.txt": "version one\n", "reader.yml": {"command": f"{wait_gate}; cat data.txt"}})
+    s.trigger("reader", {})
+    wait_for(lambda: s.execution("reader", 1)["state"] == "running", store=s.store)
+    job_repo.commit({"data.txt": "version two\n"})
+    s.sync()
+    gate.write_text("go")
+    wait_finished(s, "reader", 1)
+    assert s.store.read_output("reader", 1, "stdout") == b"version one\n"
+    s.trigger("reader", {})
+    wait_finished(s, "reader", 2)
+    assert s.store.read_output("reader", 2, "stdout") == b"version two\n"
+
+
+def test_force_push_and_unreachable_remote(system_factory, job_repo):
+    s = system_factory({"a.yml": {"command": "echo one"}})
+    job_repo.commit({"a.yml": {"command": "echo two"}})
+    s.sync()
+    # rewrite history: reset to the first commit and commit something else
+    git(job_repo.root, "reset", "-q", "--hard", "HEAD~1")
+    rewritten = job_repo.commit({"a.yml": {"command": "echo rewritten"}})
+    s.sync()
+    assert s.repo_info()["commit"] == rewritten
+    # the remote disappears: the last good state stays, the error is reported
+    job_repo.root.rename(job_repo.root.with_name("moved"))
+    s.sync()
+    info = s.repo_info()
+    assert info["commit"] == rewritten and "sync_error" in info
+    assert [j.name for j in s.jobs()] == ["a"]
+
+
+def test_symlink_leaving_repository_is_reported(system_factory, job_repo):
+    (job_repo.root / "bin").mkdir()
+    (job_repo.root / "bin" / "passwd").symlink_to("/etc/passwd")
+    (job_repo.root / "etc.yml").symlink_to("/etc/hostname")
+    s = system_factory({"ok.yml": {"command": "true"}})
+    files = {e["file"] for e in s.repo_info()["errors"]}
+    assert {"bin/passwd", "etc.yml"} <= files
+    assert [j.name for j in s.jobs()] == ["ok"]
+    snapshot = s.catalog.snapshot(s.repo_info()["commit"])
+    assert not (snapshot / "bin" / "passwd").exists() and not (snapshot / "bin" / "passwd").is_symlink()
+
+
+def test_activation_survives_restart_and_sync(system_factory, job_repo, tmp_path):
+    from overseer.actors.system import System
+
+    s = system_factory({"a.yml": {"command": "true"}})
+    s.set_active("a", False)
+    job_repo.commit({"a.yml": {"command": "true", "description": "changed"}})
+    s.sync()
+    assert not s.is_active("a")
+    config = s.config
+    s.stop()
+    s2 = System(config).start()
+    try:
+        assert not s2.is_active("a")
+    finally:
+        s2.stop()
