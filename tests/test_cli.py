@@ -1,0 +1,53 @@
+"""`overseer validate` and the embedded default, through the real command line entry point."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from overseer.embedded import EXAMPLES, example_repository
+
+from .conftest import JobRepo, git
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "overseer.cli", *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_validate_prints_exactly_the_bad_files(tmp_path):
+    repo = JobRepo(tmp_path / "r")
+    repo.write({"ok.yml": {"command": "true"}, "team/fine.json": {"command": "echo {{ x }}",
+                                                                   "vars": [{"name": "x"}]},
+                "bad.yml": {"command": "true", "script": "x.sh"},
+                "typo.yaml": {"comand": "true"},
+                "vars.yml": {"command": "true", "vars": [{"name": "n", "type": "int", "default": "abc"}]}})
+    r = run_cli("validate", str(repo.root))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["bad.yml", "typo.yaml", "vars.yml"]
+    assert "script" in lines[0] and "comand" in lines[1] and "(n)" in lines[2] and "'abc'" in lines[2]
+    assert "2 valid job(s), 3 problem(s)" in r.stderr
+
+
+def test_validate_exit_codes(tmp_path):
+    repo = JobRepo(tmp_path / "r")
+    repo.write({"ok.yml": {"command": "true"}})
+    assert run_cli("validate", str(repo.root)).returncode == 0
+    r = run_cli("validate", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_bundled_examples_are_valid_and_become_a_git_repository(tmp_path):
+    assert run_cli("validate", str(EXAMPLES)).returncode == 0
+    repo = example_repository(tmp_path / "example-jobs")
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert (repo / "bin" / "greeting").stat().st_mode & 0o111
+    assert example_repository(tmp_path / "example-jobs") == repo  # made once
+
+
+def test_serve_refuses_bad_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server:\n  prot: 1\n")
+    r = run_cli("serve", "-c", str(cfg))
+    assert r.returncode == 2 and "server.prot: unknown key" in r.stderr
