@@ -1,0 +1,425 @@
+"""The one LMDB store: jobs' activation, executions, output, id counters, schedule state.
+
+One ``lmdb.Environment`` is opened once, with named databases (layout in
+``store_keys``).  Reads run in short read transactions on the caller's thread.
+Every write is queued to one writer thread, which drains the whole queue into
+one write transaction and commits it once (group commit).
+
+Durability, exactly:
+
+* A write that returns (``create_execution``, ``update_execution``,
+  ``set_active``, ``set_last_fire``, ``flush``) has been committed.  A commit
+  is in the OS page cache: if the process dies, even by SIGKILL, nothing
+  committed is lost.  ``append_output`` returns once its bytes are queued:
+  queued bytes not yet committed die with the process; ``flush()`` waits for
+  them.
+* The environment is opened with ``sync=False, metasync=False``.  A batch
+  holding a durable op (``create_execution``, ``update_execution`` with
+  ``durable=True``, ``set_active``, ``set_last_fire``) is followed by
+  ``env.sync(True)`` (fsync) before any of its callers gets an answer: such a
+  record survives power loss once acknowledged.
+* Batches of output appends alone are not fsynced per batch: the writer
+  fsyncs at most ``SYNC_INTERVAL`` (1 s) after such a commit, or sooner with
+  the next durable batch.  Power loss may lose up to about 1 s of output, never
+  a record acknowledged durable.  This rests on LMDB's own terms for
+  ``MDB_NOSYNC``: commits that were not fsynced keep the database consistent
+  over a power loss only if the file system writes them in order (with
+  ``writemap=False``, as here); a file system that reorders them can leave the
+  file damaged, and then only a copy made with ``env.copy()`` is safe.
+
+The map grows by doubling on ``MapFullError``: the batch is aborted, the map
+resized while no read transaction of this process is open (reads hold a
+reader/writer lock shared), and the batch retried.  When every reader slot is
+taken, reads raise ``StoreBusy``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import lmdb
+
+from .exceptions import NotFound, StoreBusy, StoreError
+from .store_keys import (
+    END,
+    STDERR,
+    STDOUT,
+    STREAM_CODES,
+    decode_record,
+    decode_time,
+    encode_record,
+    encode_time,
+    exec_key,
+    from_u64,
+    job_key,
+    job_prefix,
+    schedule_key,
+    state_marker,
+    stream_code,
+    u64,
+)
+from .store_output import delete_prefix, read_interleaved, read_stream, stream_size
+from .store_writer import Batch, Rejected, RWLock, Writer
+
+log = logging.getLogger(__name__)
+
+DB_NAMES = ("executions", "counters", "chunks", "interleave", "inactive", "schedule")
+
+
+class _Watch:
+    """Followers of one execution: bumped after commits that touch it."""
+
+    __slots__ = ("cond", "waiters", "record", "output")
+
+    def __init__(self, lock: threading.Lock):
+        self.cond = threading.Condition(lock)
+        self.waiters = self.record = self.output = 0
+
+
+class Store:
+    """The LMDB environment under `path` and its writer thread."""
+
+    def __init__(self, path: Path, map_size: int = 1 << 30, max_readers: int = 1024):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._env = lmdb.open(str(self.path), subdir=True, map_size=map_size, max_dbs=16,
+                                  max_readers=max_readers, sync=False, metasync=False, writemap=False)
+            stale = self._env.reader_check()
+            self._dbs = self._open_dbs()
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        if stale:
+            log.info("store %s: cleared %d stale reader slots", self.path, stale)
+        self._rw = RWLock()
+        self._env_closed = False
+        self._watch_lock = threading.Lock()
+        self._watches: dict[bytes, _Watch] = {}
+        self._committed = threading.Condition(self._watch_lock)
+        self._commits = 0
+        self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._notify)
+
+    def _open_dbs(self) -> dict:
+        while True:
+            try:
+                return {name: self._env.open_db(name.encode()) for name in DB_NAMES}
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer, fsync and close the environment."""
+        if self._writer.closed:
+            return
+        self._writer.close()
+        with self._watch_lock:
+            self._commits += 1
+            self._committed.notify_all()
+            for watch in self._watches.values():
+                watch.record += 1
+                watch.cond.notify_all()
+        with self._rw.exclusive():
+            try:
+                self._env.sync(True)
+            except lmdb.Error as exc:
+                log.error("store %s: final sync failed: %s", self.path, exc)
+            self._env.close()
+            self._env_closed = True
+
+    def flush(self) -> None:
+        """Wait until every op queued before this call is committed."""
+        self._writer.submit(self._op_noop, ()).result()
+
+    def stats(self) -> dict:
+        """Counters of the writer (batches, ops, syncs, map_growths) and the current map size."""
+        return dict(self._writer.stats, map_size=None if self._env_closed else self._env.info()["map_size"])
+
+    # activation (absent = active)
+
+    def is_active(self, job: str) -> bool:
+        key = job_key(job)
+        with self._reading() as txn:
+            return txn.get(key, db=self._dbs["inactive"]) is None
+
+    def set_active(self, job: str, active: bool) -> None:
+        key = job_key(job)
+        if active:
+            self._writer.submit(self._op_delete, ("inactive", key), durable=True).result()
+        else:
+            self._writer.submit(self._op_put, ("inactive", key, b""), durable=True).result()
+
+    def inactive_jobs(self) -> set[str]:
+        with self._reading() as txn:
+            cur = txn.cursor(db=self._dbs["inactive"])
+            return {bytes(key).decode("utf-8") for key in cur.iternext(values=False)}
+
+    # executions
+
+    def create_execution(self, job: str, record: dict, keep: int | None = None) -> dict:
+        """Store `record` as the next execution of `job` (durable) and return it with job and id.
+        With `keep`, finished executions older than the `keep` newest are deleted with their output."""
+        prefix = job_prefix(job)
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
+            raise ValueError(f"keep must be an int or None, not {keep!r}")
+        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True).result()
+
+    def get_execution(self, job: str, ident: int) -> dict | None:
+        try:
+            ekey = exec_key(job, ident)
+        except NotFound:
+            return None
+        with self._reading() as txn:
+            raw = txn.get(ekey, db=self._dbs["executions"])
+            return None if raw is None else decode_record(raw)
+
+    def list_executions(self, job: str, limit: int = 20, before: int | None = None) -> list[dict]:
+        """Newest first; with `before`, only ids smaller than it."""
+        prefix = job_prefix(job)
+        bound = prefix + (END if before is None else u64(max(0, min(before, (1 << 64) - 1))))
+        out: list[dict] = []
+        with self._reading() as txn:
+            cur = txn.cursor(db=self._dbs["executions"])
+            found = cur.prev() if cur.set_range(bound) else cur.last()
+            while found and len(out) < limit and cur.key()[: len(prefix)] == prefix:
+                out.append(decode_record(cur.value()))
+                found = cur.prev()
+        return out
+
+    def last_execution(self, job: str) -> dict | None:
+        newest = self.list_executions(job, 1)
+        return newest[0] if newest else None
+
+    def update_execution(self, job: str, ident: int, fn: Callable[[dict], dict | None],
+                         durable: bool = True) -> dict:
+        """Run `fn` on a copy of the record in the writer thread, inside the write transaction,
+        and store what it returns (or the mutated copy when it returns None).  `fn` runs again
+        if its batch is replayed (after the map grows, or when another op of the batch fails after
+        writing), so it must depend on the record alone, and it must not call the store's write
+        methods.  Its exceptions reach the caller and only fail this update; NotFound when the
+        execution does not exist."""
+        return self._update_async(job, ident, fn, durable).result()
+
+    def _update_async(self, job: str, ident: int, fn: Callable, durable: bool) -> Future:
+        return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable)
+
+    def executions_in_states(self, states: set[str]) -> list[dict]:
+        """Every execution (of every job) whose state is one of `states`."""
+        states = set(states)
+        markers = [state_marker(state) for state in states]
+        found = []
+        with self._reading() as txn:
+            for _key, value in txn.cursor(db=self._dbs["executions"]):
+                raw = bytes(value)
+                if any(marker in raw for marker in markers):
+                    record = decode_record(raw)
+                    if record.get("state") in states:
+                        found.append(record)
+        return found
+
+    # output
+
+    def append_output(self, job: str, ident: int, stream: str, data: bytes) -> None:
+        """Queue `data` to the end of `stream` ("stdout" or "stderr"); empty data is a no-op."""
+        if not data:
+            return
+        code = STREAM_CODES.get(stream) if isinstance(stream, str) else None
+        if code is None:
+            stream_code(stream)
+            raise ValueError("output is appended to stdout or stderr, not to the interleaved output")
+        self._writer.append(exec_key(job, ident), code, bytes(data))
+
+    def output_size(self, job: str, ident: int, stream: str) -> int:
+        code, ekey = stream_code(stream), exec_key(job, ident)
+        chunks = self._dbs["chunks"]
+        with self._reading() as txn:
+            if code is not None:
+                return stream_size(txn, chunks, ekey, code)
+            return stream_size(txn, chunks, ekey, STDOUT) + stream_size(txn, chunks, ekey, STDERR)
+
+    def read_output(self, job: str, ident: int, stream: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Up to `limit` bytes of `stream` from byte `offset` (of that stream)."""
+        code, ekey = stream_code(stream), exec_key(job, ident)
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, not {offset}")
+        with self._reading() as txn:
+            if code is not None:
+                return read_stream(txn, self._dbs["chunks"], ekey, code, offset, limit)
+            return read_interleaved(txn, self._dbs["chunks"], self._dbs["interleave"], ekey, offset, limit)
+
+    def iter_output(self, job: str, ident: int, stream: str, offset: int = 0,
+                    chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The output from `offset` to its current end, `chunk` bytes at a time, each piece read in
+        its own short read transaction (a slow consumer pins no pages)."""
+        while True:
+            data = self.read_output(job, ident, stream, offset, chunk)
+            if not data:
+                return
+            yield data
+            offset += len(data)
+
+    def wait_output(self, job: str, ident: int, stream: str, size: int, timeout: float) -> bool:
+        """Return when `stream` holds more than `size` bytes (True), the record changed (True), or
+        `timeout` seconds passed (False).  A record change committed before the call is not seen:
+        a follower checks the record after each return and waits with a modest timeout."""
+        ekey = exec_key(job, ident)
+        stream_code(stream)
+        deadline = time.monotonic() + timeout
+        with self._watch_lock:
+            watch = self._watches.get(ekey)
+            if watch is None:
+                watch = self._watches[ekey] = _Watch(self._watch_lock)
+            watch.waiters += 1
+            record_seen = watch.record
+        try:
+            while True:
+                with self._watch_lock:
+                    output_seen = watch.output
+                if self.output_size(job, ident, stream) > size:
+                    return True
+                with self._watch_lock:
+                    while watch.output == output_seen and watch.record == record_seen:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        watch.cond.wait(remaining)
+                    if watch.record != record_seen:
+                        return True
+        finally:
+            with self._watch_lock:
+                watch.waiters -= 1
+                if not watch.waiters:
+                    del self._watches[ekey]
+
+    # schedule state
+
+    def last_fire(self, job: str, entry_key: str) -> datetime | None:
+        key = schedule_key(job, entry_key)
+        with self._reading() as txn:
+            raw = txn.get(key, db=self._dbs["schedule"])
+            return None if raw is None else decode_time(raw)
+
+    def set_last_fire(self, job: str, entry_key: str, when: datetime) -> None:
+        key = schedule_key(job, entry_key)
+        self._writer.submit(self._op_put, ("schedule", key, encode_time(when)), durable=True).result()
+
+    # reading
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        self._rw.acquire_shared()
+        try:
+            if self._env_closed:
+                raise StoreError(f"the store at {self.path} is closed")
+            try:
+                txn = self._env.begin(buffers=True)
+            except lmdb.ReadersFullError as exc:
+                raise StoreBusy(f"every LMDB reader slot of the store at {self.path} is in use") from exc
+            try:
+                yield txn
+            finally:
+                txn.abort()
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
+        finally:
+            self._rw.release_shared()
+
+    # writing: callers queue ops, the writer thread runs them
+
+    def wait_commit(self, timeout: float) -> bool:
+        """Wait for the next commit of the writer (True) or `timeout` seconds (False)."""
+        with self._watch_lock:
+            seen = self._commits
+            return self._committed.wait_for(lambda: self._commits != seen, timeout)
+
+    def _notify(self, output_keys: Any, record_keys: set) -> None:
+        with self._watch_lock:
+            self._commits += 1
+            self._committed.notify_all()
+            if not self._watches:
+                return
+            for keys, attr in ((record_keys, "record"), (output_keys, "output")):
+                for key in keys:
+                    watch = self._watches.get(key)
+                    if watch is not None:
+                        setattr(watch, attr, getattr(watch, attr) + 1)
+                        watch.cond.notify_all()
+
+    # ops: run in the writer thread as fn(batch, *args)
+
+    def _op_noop(self, batch: Batch) -> None:
+        return None
+
+    def _op_put(self, batch: Batch, db: str, key: bytes, value: bytes) -> None:
+        batch.txn.put(key, value, db=self._dbs[db])
+
+    def _op_delete(self, batch: Batch, db: str, key: bytes) -> None:
+        batch.txn.delete(key, db=self._dbs[db])
+
+    def _op_create(self, batch: Batch, job: str, prefix: bytes, record: dict, keep: int | None) -> dict:
+        txn, counters = batch.txn, self._dbs["counters"]
+        raw = txn.get(prefix[:-1], db=counters)
+        ident = 1 if raw is None else from_u64(raw)
+        record["job"], record["id"] = job, ident
+        try:
+            data = encode_record(record)
+        except Exception as exc:
+            raise Rejected(exc) from exc
+        ekey = prefix + u64(ident)
+        txn.put(prefix[:-1], u64(ident + 1), db=counters)
+        txn.put(ekey, data, db=self._dbs["executions"])
+        batch.records.add(ekey)
+        if keep is not None:
+            self._prune(batch, prefix, ekey, max(keep, 1))
+        return decode_record(data)
+
+    def _prune(self, batch: Batch, prefix: bytes, newest: bytes, keep: int) -> None:
+        """Delete the finished executions older than the `keep` newest, and their output."""
+        txn, executions = batch.txn, self._dbs["executions"]
+        cur = txn.cursor(db=executions)
+        if not cur.set_key(newest):
+            return
+        kept, victims, finished = 1, [], state_marker("finished")
+        while cur.prev() and cur.key()[: len(prefix)] == prefix:
+            if kept < keep:
+                kept += 1
+                continue
+            raw = bytes(cur.value())
+            if finished in raw and decode_record(raw).get("state") == "finished":
+                victims.append(bytes(cur.key()))
+        for ekey in victims:
+            txn.delete(ekey, db=executions)
+            delete_prefix(txn, self._dbs["chunks"], ekey)
+            delete_prefix(txn, self._dbs["interleave"], ekey)
+            batch.out.forget(ekey)
+            batch.records.add(ekey)
+        if victims:
+            log.debug("store %s: pruned %d executions of %r", self.path, len(victims), prefix[:-1])
+
+    def _op_update(self, batch: Batch, job: str, ident: int, ekey: bytes, fn: Callable) -> dict:
+        raw = batch.txn.get(ekey, db=self._dbs["executions"])
+        if raw is None:
+            raise Rejected(NotFound(f"no execution {ident} of job {job!r}"))
+        try:
+            record = decode_record(raw)
+            new = fn(record)
+            if new is None:
+                new = record
+            new["job"], new["id"] = job, ident
+            data = encode_record(new)
+        except BaseException as exc:
+            raise Rejected(exc) from exc
+        batch.txn.put(ekey, data, db=self._dbs["executions"])
+        batch.records.add(ekey)
+        return new

@@ -1,0 +1,287 @@
+"""The store's single writer thread: group commit, map growth, fsync pacing.
+
+Callers queue ops; the thread drains the whole queue into one write transaction
+and commits it once.  An op is ``fn(batch, *args)``; it raises ``Rejected`` to
+fail before writing anything (only its caller sees the error, the others in the
+batch commit), any other exception makes the batch replay without that op, and
+``MapFullError`` makes the map double and the batch replay.  Nothing an op
+raises stops the thread.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any, Callable
+
+import lmdb
+
+from .exceptions import NotFound, StoreError
+from .store_keys import describe
+from .store_output import OutputBatch
+
+log = logging.getLogger(__name__)
+
+SYNC_INTERVAL = 1.0             # longest time committed output stays without fsync
+MAX_PENDING_BYTES = 64 << 20    # appenders wait while this much output is queued
+MAX_MAP_SIZE = 1 << 44
+_STOP = object()
+APPEND = object()               # marks an output append in the queue
+
+
+class Rejected(Exception):
+    """An op refused before writing anything: only its caller sees `error`."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
+
+
+class _OpFailed(Exception):
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(error)
+        self.index, self.error = index, error
+
+
+def _orphan(args: tuple) -> Rejected:
+    ekey, _code, data = args
+    return Rejected(NotFound(f"no {describe(ekey)} for {len(data)} bytes of output"))
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer goes first, so map growth is not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    def acquire_shared(self) -> None:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._writer = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Batch:
+    """What an op gets: the write transaction, the output appender, the records it touched."""
+
+    __slots__ = ("txn", "out", "records")
+
+    def __init__(self, txn: Any, out: OutputBatch):
+        self.txn, self.out, self.records = txn, out, set()
+
+
+class Writer:
+    """The queue and the thread.  `notify(output_keys, record_keys)` runs after each commit."""
+
+    def __init__(self, env: Any, dbs: dict, rwlock: RWLock, name: str,
+                 notify: Callable[[Any, set], None]):
+        self._env, self._dbs, self._rw, self._name, self._notify = env, dbs, rwlock, name, notify
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._put = self._queue.put
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._pending_bytes = 0
+        self.closed = False
+        self._cache: OrderedDict = OrderedDict()
+        self._dirty = False
+        self._last_sync = time.monotonic()
+        self.stats = {"batches": 0, "ops": 0, "syncs": 0, "map_growths": 0}
+        self._sync_now = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"store-writer:{name}", daemon=True)
+        self._thread.start()
+        self._syncer = threading.Thread(target=self._sync_loop, name=f"store-sync:{name}", daemon=True)
+        self._syncer.start()
+
+    def submit(self, fn: Callable, args: tuple, durable: bool = False) -> Future:
+        """Queue `fn(batch, *args)` and return a Future of its result, resolved once the batch
+        is committed.  With `durable`, the fsync thread flushes the batch to disk at once
+        (without holding up the caller or the next batch); other batches within SYNC_INTERVAL."""
+        if threading.get_ident() == self._thread.ident:
+            raise StoreError("the store cannot be written from inside an update_execution function")
+        future: Future = Future()
+        with self._lock:
+            if self.closed:
+                raise StoreError(f"the store {self._name} is closed")
+            self._put((fn, args, future, durable, 0))
+        return future
+
+    def append(self, ekey: bytes, code: bytes, data: bytes) -> None:
+        """Queue an output append (no answer); waits while too much output is queued."""
+        with self._lock:
+            if self.closed or self._pending_bytes > MAX_PENDING_BYTES:
+                self._wait_for_space()
+            self._pending_bytes += len(data)
+            self._put((APPEND, (ekey, code, data), None, False, len(data)))
+
+    def _wait_for_space(self) -> None:
+        if threading.get_ident() == self._thread.ident:
+            raise StoreError("the store cannot be written from inside an update_execution function")
+        while self._pending_bytes > MAX_PENDING_BYTES and not self.closed:
+            self._space.wait()
+        if self.closed:
+            raise StoreError(f"the store {self._name} is closed")
+
+    def close(self) -> None:
+        """Commit everything queued and stop the thread."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._put(_STOP)
+            self._space.notify_all()
+        self._thread.join()
+        self._sync_now.set()
+        self._syncer.join()
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            ops, stop = [], False
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    ops.append(item)
+                try:
+                    item = get(block=False)
+                except queue.Empty:
+                    break
+            if ops:
+                try:
+                    self._process(ops)
+                except BaseException as exc:  # the writer thread must outlive any batch
+                    log.exception("store %s: a batch of %d ops failed", self._name, len(ops))
+                    for op in ops:
+                        if op[2] is not None and not op[2].done():
+                            op[2].set_exception(StoreError(f"store write failed: {exc!r}"))
+            if stop:
+                return
+
+    def _process(self, ops: list) -> None:
+        pending = list(ops)
+        try:
+            while True:
+                try:
+                    batch, results = self._attempt(pending)
+                    break
+                except lmdb.MapFullError:
+                    self._grow()
+                except _OpFailed as failed:
+                    self._fail(pending.pop(failed.index), failed.error)
+            self.stats["batches"] += 1
+            self.stats["ops"] += len(pending)
+            self._dirty = True
+            if any(map(itemgetter(3), pending)):
+                self._sync_now.set()
+            batch.out.commit_to(self._cache)
+            for op, result in zip(pending, results):
+                if isinstance(result, Rejected):
+                    self._fail(op, result.error)
+                elif op[2] is not None:
+                    op[2].set_result(result)
+            self._notify(batch.out.states.keys(), batch.records)
+        finally:
+            released = sum(map(itemgetter(4), ops))
+            if released:
+                with self._lock:
+                    self._pending_bytes -= released
+                    self._space.notify_all()
+
+    def _attempt(self, ops: list) -> tuple[Batch, list]:
+        txn = self._env.begin(write=True, buffers=True)
+        batch = Batch(txn, OutputBatch(txn, self._dbs, self._cache))
+        results: list = []
+        add, append = results.append, batch.out.append
+        try:
+            for index, op in enumerate(ops):
+                try:
+                    if op[0] is APPEND:
+                        add(None if append(*op[1]) else _orphan(op[1]))
+                    else:
+                        add(op[0](batch, *op[1]))
+                except Rejected as rejected:
+                    results.append(rejected)
+                except lmdb.MapFullError:
+                    raise
+                except BaseException as exc:
+                    raise _OpFailed(index, exc) from exc
+            batch.out.finish()
+            txn.commit()
+        except BaseException:
+            # py-lmdb 3.0 (C extension): aborting a write transaction waits for a moment when no
+            # read is in flight, which busy readers may never give; so abort with readers held off.
+            with self._rw.exclusive():
+                try:
+                    txn.abort()
+                except lmdb.Error:
+                    pass
+            raise
+        return batch, results
+
+    def _fail(self, op: tuple, error: BaseException) -> None:
+        if op[2] is not None:
+            op[2].set_exception(error)
+        else:
+            log.warning("store %s: dropped an output append: %s", self._name, error)
+
+    def _grow(self) -> None:
+        size = self._env.info()["map_size"]
+        if size >= MAX_MAP_SIZE:
+            raise StoreError(f"the store {self._name} cannot grow beyond {size} bytes")
+        with self._rw.exclusive():
+            self._env.set_mapsize(size * 2)
+        self.stats["map_growths"] += 1
+        log.info("store %s: map grown to %d MiB", self._name, size * 2 >> 20)
+
+    def _sync_loop(self) -> None:
+        """fsync at once after a durable batch, else at most SYNC_INTERVAL after a commit."""
+        while not (self.closed and not self._thread.is_alive()):
+            self._sync_now.wait(SYNC_INTERVAL if self._dirty else None)
+            self._sync_now.clear()
+            if self._dirty:
+                self._sync()
+
+    def _sync(self) -> Exception | None:
+        self._dirty = False
+        self._rw.acquire_shared()  # never while the map is being resized
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            self._dirty = True
+            log.error("store %s: fsync failed: %s", self._name, exc)
+            return exc
+        finally:
+            self._rw.release_shared()
+        self._last_sync = time.monotonic()
+        self.stats["syncs"] += 1
+        return None
