@@ -76,7 +76,7 @@ class Execution(pykka.ThreadingActor):
             return
         self.state = "running"
         self._event("start", None, state="running", started_at=ex.now_iso(), pid=self.proc.pid,
-                    pgid=self.proc.pgid, proc_start=self.proc.start_time, durable=True)
+                    pgid=self.proc.pgid, proc_start=self.proc.start_time, durable=False)
         if self.job.timeout:
             self._timers.append(self.ctx.monitor.call_at(
                 time.monotonic() + self.job.timeout, self.actor_ref.proxy().time_out))

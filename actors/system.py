@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ if not LIBRARY_DIR.is_dir():  # a source checkout: actors/ sits beside overseer/
     LIBRARY_DIR = Path(__file__).resolve().parent.parent / "overseer" / "library"
 
 ASK_TIMEOUT = 30
+SWITCH_INTERVAL = 0.001
 
 
 def library_dir(data_path: Path) -> Path:
@@ -76,6 +78,9 @@ class System:
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> System:
+        # Hand the GIL over sooner (default 5 ms): a process start waiting on its exec must
+        # not queue behind a busy thread.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         (data / "tmp").mkdir(exist_ok=True)

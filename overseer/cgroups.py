@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,13 @@ class Cgroup:
     def __init__(self, path: Path):
         self.path = path
 
-    def join_fn(self) -> Callable[[], None]:
-        """A function for the child to run between fork and exec: move itself in."""
-        procs = str(self.path / "cgroup.procs")
-
-        def join() -> None:
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        return join
+    def add(self, pid: int) -> bool:
+        """Move ``pid`` in. Called right after the start: a new process is still exec'ing its
+        shell then, before it could start anything of its own (a fork before this write would
+        stay outside, in the server's cgroup, and be reached through the process group only).
+        Moving from the parent keeps the start on the fast vfork path: a ``preexec_fn`` would
+        force a full fork of the server, 10x slower."""
+        return self._write("cgroup.procs", str(pid).encode())
 
     def _write(self, name: str, value: bytes) -> bool:
         try:

@@ -132,12 +132,14 @@ class ProcessMonitor:
         try:
             popen = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-                preexec_fn=cgroup.join_fn() if cgroup else None)
+                stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
         except BaseException:
             if cgroup:
                 cgroup.remove()
             raise
+        if cgroup and not cgroup.add(popen.pid):
+            cgroup.remove()
+            cgroup = None
         proc = Process(popen, cgroup)
         pipes = {}
         for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
