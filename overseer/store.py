@@ -13,15 +13,16 @@ Durability, exactly:
   committed is lost.  ``append_output`` returns once its bytes are queued:
   queued bytes not yet committed die with the process; ``flush()`` waits for
   them.
-* The environment is opened with ``sync=False, metasync=False``.  A batch
-  holding a durable op (``create_execution``, ``update_execution`` with
-  ``durable=True``, ``set_active``, ``set_last_fire``) is followed by
-  ``env.sync(True)`` (fsync) before any of its callers gets an answer: such a
-  record survives power loss once acknowledged.
-* Batches of output appends alone are not fsynced per batch: the writer
-  fsyncs at most ``SYNC_INTERVAL`` (1 s) after such a commit, or sooner with
-  the next durable batch.  Power loss may lose up to about 1 s of output, never
-  a record acknowledged durable.  This rests on LMDB's own terms for
+* The environment is opened with ``sync=False, metasync=False``; a separate
+  fsync thread flushes it.  A batch holding a durable op
+  (``create_execution``, ``update_execution`` with ``durable=True``,
+  ``set_active``, ``set_last_fire``) wakes it at once, so such a record reaches
+  the disk within one fsync (milliseconds) of its commit; callers do not wait
+  for it, so neither they nor the next batch queue behind the disk.
+* Other batches (output appends, non-durable updates) are fsynced at most
+  ``SYNC_INTERVAL`` (1 s) after their commit.  Power loss may lose the last
+  second of output and the last milliseconds of records; a crash of the
+  process loses nothing committed.  This rests on LMDB's own terms for
   ``MDB_NOSYNC``: commits that were not fsynced keep the database consistent
   over a power loss only if the file system writes them in order (with
   ``writemap=False``, as here); a file system that reorders them can leave the
