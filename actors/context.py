@@ -41,6 +41,15 @@ class Context:
     notifier: Optional[Any] = None  # Notifier actor ref
     queued: int = 0  # executions stored as queued and not started yet (guarded by queue_lock)
     queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Test-only fault injection: point name -> exception raised there (see ``inject``).
+    faults: dict = field(default_factory=dict)
+
+    def inject(self, point: str) -> None:
+        """Raise the exception a test planted at ``point`` (once); nothing when none is planted."""
+        if self.faults:
+            fault = self.faults.pop(point, None)
+            if fault is not None:
+                raise fault
 
     def notify(self, job: Job, ident: int, event: dict) -> None:
         if self.notifier is None:

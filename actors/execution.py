@@ -25,6 +25,8 @@ from overseer.exceptions import Conflict
 from overseer.jobs import Job
 from overseer.runner import ExitStatus, Process
 
+from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
+
 if TYPE_CHECKING:
     from overseer.actors.context import Context
 
@@ -55,6 +57,14 @@ class Execution(pykka.ThreadingActor):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def on_start(self) -> None:
+        try:
+            self._launch()
+        except Exception as e:  # pykka calls no on_failure for on_start: finish the run here
+            self.on_failure(type(e), e, e.__traceback__)
+            raise
+
+    def _launch(self) -> None:
+        self.ctx.inject("execution.start")
         self.ctx.tokens[self.token] = self.actor_ref
         self.ctx.running[(self.name, self.ident)] = self.actor_ref
         argv = self._argv()
@@ -79,7 +89,7 @@ class Execution(pykka.ThreadingActor):
                     pgid=self.proc.pgid, proc_start=self.proc.start_time, durable=False)
         if self.job.timeout:
             self._timers.append(self.ctx.monitor.call_at(
-                time.monotonic() + self.job.timeout, self.actor_ref.proxy().time_out))
+                time.monotonic() + self.job.timeout, lambda: self._tell(TimedOut())))
         log.info("%s/%s: started pid %s", self.name, self.ident, self.proc.pid)
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
@@ -120,7 +130,19 @@ class Execution(pykka.ThreadingActor):
         """An event without signal semantics (a job's progress, an API note)."""
         return self._event(name, cause, source=source)
 
-    def time_out(self) -> None:
+    # -- notices (tell): an exception here kills the actor, and on_failure still finishes the run --
+    def on_receive(self, message) -> None:
+        self.ctx.inject("execution." + type(message).__name__)
+        if isinstance(message, ProcessExited):
+            self._finish(message.status)
+        elif isinstance(message, TimedOut):
+            self._time_out()
+        elif isinstance(message, OutputTruncated):
+            self._event("output-truncated", f"output beyond {message.limit} bytes was dropped")
+        elif isinstance(message, Shutdown):
+            self._shutdown()
+
+    def _time_out(self) -> None:
         if self._finished or self.proc is None or self.proc.status is not None:
             return
         self.timed_out = True
@@ -128,18 +150,11 @@ class Execution(pykka.ThreadingActor):
         self.proc.signal(signal.SIGTERM)
         self._terminate()
 
-    def shutdown(self, cause: str) -> None:
-        """The server is stopping: terminate the process, SIGKILL after kill_grace."""
+    def _shutdown(self) -> None:
         if self.proc is not None and self.proc.status is None and not self.terminating:
             log.info("%s/%s: terminating for shutdown", self.name, self.ident)
             self.proc.signal(signal.SIGTERM)
             self._terminate()
-
-    def exited(self, status: ExitStatus) -> None:
-        self._finish(status)
-
-    def truncated(self, limit: int) -> None:
-        self._event("output-truncated", f"output beyond {limit} bytes was dropped")
 
     # -- internals ---------------------------------------------------------------------------
     def _terminate(self) -> None:
@@ -186,14 +201,20 @@ class Execution(pykka.ThreadingActor):
         if len(data) > room:
             data = data[:room]
             self._truncated = True
-            self.actor_ref.proxy().truncated(limit)
+            self._tell(OutputTruncated(limit))
         if data:
             self._output_bytes += len(data)
             self.ctx.store.append_output(self.name, self.ident, stream, data)
 
     def _on_exit(self, status: ExitStatus) -> None:
         """Runs on the monitor thread."""
-        self.actor_ref.proxy().exited(status)
+        self._tell(ProcessExited(status))
+
+    def _tell(self, message) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # it already finished (or failed, and on_failure finished it)
 
     def _event(self, name: str, cause: Optional[str], source: str = "system",
                durable: bool = False, **changes) -> dict:
@@ -219,7 +240,7 @@ class Execution(pykka.ThreadingActor):
             cause = f"killed by {status.signal}"
         elif cause is None and status.exit_code:
             cause = f"exit code {status.exit_code}"
-        self._remove_tmpdir()
+        self._cleanup()  # before the final record: whoever sees it finished sees it gone
         changes = {"state": "finished", "ended_at": ex.now_iso(),
                    "exit_code": status.exit_code, "signal": status.signal}
         if name == "time-out":
@@ -230,9 +251,11 @@ class Execution(pykka.ThreadingActor):
             self._event(name, cause, durable=True, **changes)
         log.info("%s/%s: %s (exit code %s, signal %s)", self.name, self.ident, name,
                  status.exit_code, status.signal)
-        self._cleanup()
         self.ctx.run_finished(self.name, self.ident)
-        self.stop()
+        try:
+            self.stop()
+        except pykka.ActorDeadError:
+            pass  # called from on_failure: pykka is stopping it already
 
     def _cleanup(self) -> None:
         self.ctx.tokens.pop(self.token, None)

@@ -65,3 +65,27 @@ class EventRecorded:
     time: str
     source: str
     job_hooks: tuple  # ((event name, (url, ...)), ...) from the job definition
+
+
+@dataclass(frozen=True)
+class ProcessExited:
+    """The monitor reaped an execution's main process."""
+
+    status: Any  # overseer.runner.ExitStatus
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """An execution's ``timeout`` passed."""
+
+
+@dataclass(frozen=True)
+class OutputTruncated:
+    """An execution reached ``max_output_bytes``."""
+
+    limit: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The server is stopping: terminate the process (SIGKILL after ``kill_grace``)."""

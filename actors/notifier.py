@@ -115,13 +115,15 @@ class _Worker(threading.Thread):
 
 
 class Notifier(Pingable, pykka.ThreadingActor):
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, inject=lambda point: None):
         super().__init__()
         self.config = config
+        self.inject = inject
         self._workers: dict[str, _Worker] = {}
         self._lock = threading.Lock()
 
     def on_receive(self, message) -> None:
+        self.inject("notifier." + type(message).__name__)
         if isinstance(message, EventRecorded):
             self.deliver(message)
 

@@ -162,6 +162,16 @@ class RepoSync(Pingable, pykka.ThreadingActor):
 
     def sync(self) -> JobSet:
         """Fetch, snapshot and load; an unreachable remote keeps the last good state."""
+        try:
+            return self._sync()
+        except Exception as e:  # a bug must not leave a future nobody reads holding the error
+            log.exception("repository %s: sync failed", redact_url(self.url))
+            jobset = dataclasses.replace(self.ctx.catalog.current, sync_error=f"internal error: {e}")
+            self.ctx.catalog.current = jobset
+            return jobset
+
+    def _sync(self) -> JobSet:
+        self.ctx.inject("repo_sync.sync")
         previous = self.ctx.catalog.current
         synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:

@@ -116,19 +116,19 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             self._timer.stop()
 
     def on_receive(self, message) -> None:
-        try:
-            if isinstance(message, Tick):
-                self.tick()
-            elif isinstance(message, RunQueued):
-                self.queue.push(message.job, message.ident, message.priority, message.job_def)
-                self._start_runs()
-            elif isinstance(message, RunFinished):
-                self.queue.finished(message.job)
-                self._start_runs()
-            elif isinstance(message, JobsLoaded):
-                self.load(message.jobset)
-        except Exception:  # one bad message must not stop every schedule
-            log.exception("scheduler: error handling %r", message)
+        """An exception here stops this actor; the Supervisor restarts it and ``rebuild``
+        takes back from the Store and the running executions what the message would have done."""
+        self.ctx.inject("scheduler." + type(message).__name__)
+        if isinstance(message, Tick):
+            self.tick()
+        elif isinstance(message, RunQueued):
+            self.queue.push(message.job, message.ident, message.priority, message.job_def)
+            self._start_runs()
+        elif isinstance(message, RunFinished):
+            self.queue.finished(message.job)
+            self._start_runs()
+        elif isinstance(message, JobsLoaded):
+            self.load(message.jobset)
 
     # -- schedules ---------------------------------------------------------------------------
     def load(self, jobset: JobSet) -> None:

@@ -23,14 +23,14 @@ from overseer import executions as ex
 from overseer.runner import process_start_time
 
 from .context import Context, Pingable
-from .messages import JobsLoaded
+from .messages import JobsLoaded, Shutdown
 from .notifier import Notifier
 from .repo_sync import RepoSync
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 5.0
+CHECK_INTERVAL = 1.0
 
 
 def recover(ctx: Context) -> list[dict]:
@@ -95,7 +95,7 @@ class Supervisor(Pingable, pykka.ThreadingActor):
 
     def _start_child(self, name: str) -> None:
         if name == "notifier":
-            ref = Notifier.start(self.ctx.config)
+            ref = Notifier.start(self.ctx.config, self.ctx.inject)
             self.ctx.notifier = ref
         elif name == "scheduler":
             ref = Scheduler.start(self.ctx)
@@ -142,7 +142,7 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         running = list(self.ctx.running.values())
         for ref in running:
             try:
-                ref.proxy().shutdown("server stopping")
+                ref.tell(Shutdown())
             except pykka.ActorDeadError:
                 pass
         deadline = time.monotonic() + self.ctx.config.execution.kill_grace + 5
