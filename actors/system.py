@@ -25,7 +25,7 @@ from overseer import schedule as sched
 from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
-from overseer.jobs import Job
+from overseer.jobs import JOB_NAME_RE, Job
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
 from overseer.vars import validate_params
@@ -166,6 +166,8 @@ class System:
 
     # -- executions --------------------------------------------------------------------------
     def execution(self, name: str, ident: int) -> dict:
+        if not JOB_NAME_RE.match(name):
+            raise NotFound(f"no job named {name!r}")
         record = self.store.get_execution(name, ident)
         if record is None:
             raise NotFound(f"job {name!r} has no execution {ident}")
@@ -184,8 +186,8 @@ class System:
         return self._create(job, params, trigger)
 
     def repeat(self, name: str, ident: int) -> dict:
-        record = self.execution(name, ident)
         job = self.job(name)
+        record = self.execution(name, ident)
         if not self.store.is_active(name):
             raise Conflict(f"job {name!r} is inactive (PUT /jobs/{name} activates it)")
         try:

@@ -202,6 +202,8 @@ class ProcessMonitor:
                     self._drain_wake()
                     continue
                 watch, fd = key.data
+                if fd is not None and fd not in watch.pipes:
+                    continue  # closed by a reap earlier in this same batch of events
                 try:
                     if fd is None:
                         self._reap(watch)

@@ -1,0 +1,355 @@
+"""The REST API (SPEC §6): one WSGI application, grafted onto CherryPy's tree by ``server``.
+
+Each request passes, in this order: the Host check (only when no tokens are set:
+DNS rebinding protection), the bearer token check (only when tokens are set;
+``/health`` is always open), routing on path segments (404, 405 with
+``Allow``), then one thin handler that parses the query and body, makes one
+call into the System or a read of its Store, and answers JSON. Errors are
+mapped in one place, ``overseer.http.errors``; nothing ever reaches the
+client as an HTML page.
+
+Job names and execution ids from the path are only compared and used as
+Store keys; they never name a file.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+from overseer import executions as ex
+from overseer.exceptions import NotFound
+from overseer.jobs import JOB_NAME_RE
+
+from . import errors
+from .errors import HttpError
+from .request import Request, Response, body_values, error_response, host_is_loopback, json_response
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("overseer.http.access")
+
+OPENAPI = Path(__file__).resolve().parent / "openapi.json"
+CHUNK = 1 << 20  # bytes per Store read when serving output
+FOLLOW_WAIT = 1.0  # seconds a follower sleeps on the Store between checks
+ID_RE = re.compile(r"[0-9]{1,18}\Z")
+MAX_NAME = 255
+EVENT_BODY = '{"event": NAME, "cause": TEXT}'
+TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
+
+# path pattern (None = a variable segment) -> method -> handler name
+ROUTES: list[tuple[tuple[Optional[str], ...], dict[str, str]]] = [
+    (("health",), {"GET": "health"}),
+    (("openapi.json",), {"GET": "openapi"}),
+    (("jobs",), {"GET": "list_jobs"}),
+    (("jobs", None), {"GET": "get_job", "POST": "trigger", "PUT": "activate", "DELETE": "deactivate"}),
+    (("jobs", None, None), {"GET": "get_execution", "POST": "repeat", "PUT": "create_event"}),
+    (("jobs", None, None, None), {"GET": "get_output_or_event"}),
+    (("repo",), {"GET": "repo"}),
+    (("repo", "sync"), {"POST": "sync"}),
+]
+
+
+class _Streamed:
+    """A streamed body whose ``close()`` (called by the WSGI server, also when the client goes
+    away) stops the generator and runs ``release`` exactly once."""
+
+    def __init__(self, gen: Iterator[bytes], release: Callable[[], None]):
+        self._gen, self._release, self._closed = gen, release, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._gen
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._gen.close()
+        finally:
+            self._release()
+
+
+class Api:
+    """The WSGI application over one running System."""
+
+    def __init__(self, system: Any, config: Any):
+        self.system = system
+        self.base_url = config.base_url
+        server = config.server
+        self.tokens = tuple(t.encode("utf-8") for t in server.tokens)
+        self.max_body = server.max_body_bytes
+        self.max_follows = min(server.max_follows, max(1, server.thread_pool - 2))
+        if self.max_follows < server.max_follows:
+            log.warning("server.max_follows %d lowered to %d so that %d HTTP worker threads stay free "
+                        "for other requests (server.thread_pool %d)", server.max_follows, self.max_follows,
+                        server.thread_pool - self.max_follows, server.thread_pool)
+        self.closing = threading.Event()  # set by the server on stop: open follows end
+        self._follows = 0
+        self._follow_lock = threading.Lock()
+        self._openapi = OPENAPI.read_bytes()
+
+    @property
+    def open_follows(self) -> int:
+        return self._follows
+
+    # -- WSGI ------------------------------------------------------------------------------------
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.monotonic()
+        req = Request(environ)
+        try:
+            resp = self.handle(req)
+        except Exception as exc:  # every error becomes JSON, bugs included
+            err = errors.from_exception(exc)
+            if err is None:
+                log.exception("%s %s failed", req.method, req.path)
+                err = HttpError(500, "internal server error (the server log has the details)")
+            resp = error_response(err)
+        headers = [*resp.headers, ("Cache-Control", "no-store"), ("Server", "overseer")]
+        start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
+        query = environ.get("QUERY_STRING")
+        access_log.info("%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
+                        f"?{query}" if query else "", resp.status, (time.monotonic() - started) * 1000)
+        if req.method == "HEAD":
+            if hasattr(resp.body, "close"):
+                resp.body.close()
+            return []
+        return [resp.body] if isinstance(resp.body, bytes) else resp.body
+
+    def handle(self, req: Request) -> Response:
+        if not self.tokens:
+            host = req.header("Host")
+            if host is not None and not host_is_loopback(host):
+                raise errors.forbidden_host(host)
+        segments = req.segments()
+        if self.tokens and segments != ["health"]:
+            self._check_token(req)
+        if segments is None:
+            raise errors.not_found(f"no resource at {req.path!r}")
+        pattern, methods = _route(segments)
+        if pattern is None:
+            raise errors.not_found(f"no resource at {req.path!r}")
+        name = methods.get("GET" if req.method == "HEAD" else req.method)
+        if name is None:
+            allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
+            raise errors.method_not_allowed(req.method, allowed)
+        args = [s for p, s in zip(pattern, segments) if p is None]
+        return getattr(self, name)(req, *args)
+
+    def _check_token(self, req: Request) -> None:
+        scheme, _, value = (req.header("Authorization") or "").strip().partition(" ")
+        given = value.strip().encode("latin-1", "replace")
+        if scheme.lower() != "bearer" or not given:
+            raise errors.unauthorized()
+        ok = False
+        for token in self.tokens:  # no early exit: the time taken does not tell which token matched
+            ok |= hmac.compare_digest(given, token)
+        if not ok:
+            raise errors.unauthorized()
+
+    # -- handlers --------------------------------------------------------------------------------
+    def health(self, req: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    def openapi(self, req: Request) -> Response:
+        return Response(200, [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(self._openapi)))], self._openapi)
+
+    def list_jobs(self, req: Request) -> Response:
+        system, base = self.system, self.base_url
+        jobs = []
+        for job in system.jobs():
+            last = system.executions(job.name, limit=1)
+            jobs.append({"name": job.name, "description": job.description,
+                         "active": system.is_active(job.name),
+                         "schedule": list(job.definition.get("schedule") or []),
+                         "url": f"{base}/jobs/{quote(job.name)}",
+                         "last_execution": ex.public(last[0], base) if last else None})
+        return json_response(200, {"jobs": jobs})
+
+    def get_job(self, req: Request, name: str) -> Response:
+        job = self.system.job(name)
+        limit = req.int_param("limit", 20, 1, 1000)
+        before = req.int_param("before", None, 1)
+        records = self.system.executions(name, limit=limit, before=before)
+        return json_response(200, {
+            "name": job.name, "file": job.file, "commit": job.commit, "active": self.system.is_active(name),
+            "definition": job.definition, "next_runs": self.system.next_runs(job),
+            "executions": [ex.public(r, self.base_url) for r in records]})
+
+    def trigger(self, req: Request, name: str) -> Response:
+        self.system.job(name)  # 404 before reading a body
+        values, from_strings = body_values(req, self.max_body)
+        return self._created(self.system.trigger(name, values, from_strings=from_strings))
+
+    def activate(self, req: Request, name: str) -> Response:
+        return json_response(200, self.system.set_active(name, True))
+
+    def deactivate(self, req: Request, name: str) -> Response:
+        return json_response(200, self.system.set_active(name, False))
+
+    def get_execution(self, req: Request, name: str, ident: str) -> Response:
+        return json_response(200, ex.public(self._record(name, ident), self.base_url))
+
+    def repeat(self, req: Request, name: str, ident: str) -> Response:
+        number = self._ident(name, ident)
+        self.system.job(name)  # 404 for a name that is no job, before the Store sees it
+        return self._created(self.system.repeat(name, number))
+
+    def create_event(self, req: Request, name: str, ident: str) -> Response:
+        number = self._ident(name, ident)
+        self.system.job(name)
+        values, from_strings = body_values(req, self.max_body)
+        unknown = sorted(set(values) - {"event", "cause"})
+        if unknown:
+            raise errors.bad_request(f"unknown key {unknown[0]!r}: the body is {EVENT_BODY}")
+        if "event" not in values:
+            raise errors.bad_request(f"the body must name the event: {EVENT_BODY}")
+        if from_strings and any(isinstance(v, list) for v in values.values()):
+            raise errors.bad_request("event and cause must be given once each")
+        event = self.system.create_event(name, number, values["event"], values.get("cause"))
+        return json_response(202, event)
+
+    def get_output_or_event(self, req: Request, name: str, ident: str, what: str) -> Response:
+        record = self._record(name, ident)
+        if what in ex.STREAMS:
+            return self._output(req, record, what)
+        try:
+            ex.check_event_name(what)
+        except ValueError:
+            raise errors.not_found(f"no event {what!r}") from None
+        found = ex.occurrences(record, what)
+        if not found:
+            raise errors.not_found(f"execution {name}/{record['id']} has no event {what!r}")
+        return json_response(200, {"name": what, "occurrences": found})
+
+    def repo(self, req: Request) -> Response:
+        return json_response(200, self.system.repo_info())
+
+    def sync(self, req: Request) -> Response:
+        self.system.request_sync()
+        return json_response(202, {"status": "sync requested"})
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _created(self, record: dict) -> Response:
+        location = f"/jobs/{quote(record['job'])}/{record['id']}"
+        return json_response(201, ex.public(record, self.base_url), [("Location", location)])
+
+    def _ident(self, name: str, ident: str) -> int:
+        if not ID_RE.match(ident) or int(ident) == 0:
+            raise NotFound(f"job {name!r} has no execution {ident!r}")
+        return int(ident)
+
+    def _record(self, name: str, ident: str) -> dict:
+        """The stored execution (still served after its job left the repository)."""
+        if len(name) > MAX_NAME or not JOB_NAME_RE.match(name):
+            raise NotFound(f"no job named {name!r}")
+        return self.system.execution(name, self._ident(name, ident))
+
+    def _output(self, req: Request, record: dict, stream: str) -> Response:
+        job, ident = record["job"], record["id"]
+        offset = req.int_param("offset", 0, 0)
+        follow = req.bool_param("follow")
+        store = self.system.store
+        if follow and req.method != "HEAD":
+            if not self._take_follow():
+                raise errors.too_many_follows(self.max_follows)
+            body = self._follow(job, ident, stream, offset, _disconnect_probe(req.environ))
+            return Response(200, list(TEXT_HEADERS), _Streamed(body, self._release_follow))
+        length = max(0, store.output_size(job, ident, stream) - offset)
+        headers = [*TEXT_HEADERS, ("Content-Length", str(length))]
+        if req.method == "HEAD" or length == 0:
+            return Response(200, headers, b"")
+        if length <= CHUNK:
+            data = store.read_output(job, ident, stream, offset, length)
+            return Response(200, [*TEXT_HEADERS, ("Content-Length", str(len(data)))], data)
+        return Response(200, headers, self._range(job, ident, stream, offset, length))
+
+    def _range(self, job: str, ident: int, stream: str, offset: int, length: int) -> Iterator[bytes]:
+        store = self.system.store
+        while length > 0:
+            data = store.read_output(job, ident, stream, offset, min(CHUNK, length))
+            if not data:  # pruned meanwhile: end the connection rather than send a short body
+                raise ConnectionAbortedError(f"output of {job}/{ident} disappeared while being sent")
+            offset += len(data)
+            length -= len(data)
+            yield data
+
+    def _follow(self, job: str, ident: int, stream: str, offset: int,
+                client_gone: Callable[[], bool]) -> Iterator[bytes]:
+        """The stream from ``offset`` as it grows, until the execution is finished and all of its
+        output is sent, the client goes away, or the server stops. Memory: one chunk at a time."""
+        store = self.system.store
+        try:
+            while not self.closing.is_set():
+                data = store.read_output(job, ident, stream, offset, CHUNK)
+                if not data:
+                    record = store.get_execution(job, ident)
+                    if record is None or record["state"] == "finished":
+                        # output is committed before the record that finishes the execution
+                        data = store.read_output(job, ident, stream, offset, CHUNK)
+                        if not data:
+                            return
+                    else:
+                        if client_gone():
+                            log.debug("%s/%s: the client following %s went away", job, ident, stream)
+                            return
+                        store.wait_output(job, ident, stream, offset, timeout=FOLLOW_WAIT)
+                        continue
+                offset += len(data)
+                yield data
+        except GeneratorExit:
+            raise
+        except Exception:
+            log.exception("%s/%s: following %s failed", job, ident, stream)
+
+    def _take_follow(self) -> bool:
+        with self._follow_lock:
+            if self._follows >= self.max_follows:
+                return False
+            self._follows += 1
+            return True
+
+    def _release_follow(self) -> None:
+        with self._follow_lock:
+            self._follows -= 1
+
+
+def _disconnect_probe(environ: dict) -> Callable[[], bool]:
+    """A check whether the client closed its connection, for a follow that has nothing to write
+    (a write would tell, but a quiet job gives nothing to write). It looks at the connection's
+    socket through cheroot's input file; with another server it never reports a disconnect."""
+    try:
+        sock = environ["wsgi.input"].rfile.raw._sock
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+    except (AttributeError, KeyError, OSError, ValueError):
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            events = poller.poll(0)
+            if not events:
+                return False
+            if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return True
+            return sock.recv(1, socket.MSG_PEEK) == b""  # readable: at EOF, or a pipelined request
+        except OSError:
+            return True
+
+    return gone
+
+
+def _route(segments: list[str]) -> tuple[Any, dict[str, str]]:
+    for pattern, methods in ROUTES:
+        if len(pattern) == len(segments) and all(p is None or p == s for p, s in zip(pattern, segments)):
+            return pattern, methods
+    return None, {}

@@ -1,0 +1,105 @@
+"""Serving the API with CherryPy's HTTP server (cheroot) in the current process.
+
+The app (``overseer.http.app.Api``, a WSGI callable) is grafted onto
+``cherrypy.tree`` at the root and served by one CherryPy server bound to
+``server.host:server.port`` with ``server.thread_pool`` worker threads. No
+autoreloader, no signal handlers (the CLI owns SIGINT and SIGTERM), no config
+checker, nothing printed to the screen: CherryPy's own messages go to the
+``cherrypy.error`` logger and each request to ``overseer.http.access``.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import cherrypy
+from cherrypy import _cpserver
+
+from overseer.exceptions import ConfigError
+
+from .app import Api
+from .request import is_loopback_name
+
+log = logging.getLogger(__name__)
+
+# Bodies up to this many times server.max_body_bytes are read and refused by the app with a JSON
+# 413; larger ones are refused by the HTTP server itself before the app sees them.
+HARD_BODY_FACTOR = 16
+HARD_BODY_MIN = 64 << 20
+
+
+def check_bind(config: Any) -> None:
+    """Refuse to serve an unauthenticated API on anything but loopback."""
+    host = config.server.host
+    if not config.server.tokens and not is_loopback_name(host or "0.0.0.0"):
+        raise ConfigError(f"server.host: {host!r} is not a loopback address and server.tokens is empty; "
+                          f"set API tokens to serve on it, or bind to 127.0.0.1")
+
+
+def _check_free(host: str, port: int) -> None:
+    """Bind a throw-away socket first: a port that is taken is an OSError here, where CherryPy's
+    engine would end the whole process instead."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(addr)
+
+
+class HttpServer:
+    def __init__(self, system: Any, config: Any):
+        self.system = system
+        self.config = config
+        self.app = Api(system, config)
+        self._server: _cpserver.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return self.config.base_url
+
+    def start(self) -> None:
+        """Serve; returns once the port is listening. OSError when it cannot bind."""
+        server_conf = self.config.server
+        _check_free(server_conf.host, server_conf.port)
+        cherrypy.config.update({
+            "environment": "embedded",
+            "engine.autoreload.on": False,
+            "checker.on": False,
+            "log.screen": False,
+            "log.access_file": "",
+            "log.error_file": "",
+        })
+        cherrypy.log.error_log.setLevel(logging.WARNING)  # its start/stop chatter; our own line below
+        engine = cherrypy.engine
+        engine.autoreload.unsubscribe()
+        engine.signal_handler.unsubscribe()
+        cherrypy.server.unsubscribe()  # the default server on :8080; ours is below
+        server = _cpserver.Server()
+        server.socket_host = server_conf.host
+        server.socket_port = server_conf.port
+        server.thread_pool = server_conf.thread_pool
+        server.max_request_body_size = max(server_conf.max_body_bytes * HARD_BODY_FACTOR, HARD_BODY_MIN)
+        server.socket_timeout = 60
+        server.shutdown_timeout = 5
+        server.subscribe()
+        self._server = server
+        self.app.closing.clear()
+        cherrypy.tree.graft(self.app, "")
+        engine.start()
+        log.info("HTTP API on %s:%s (%d threads, tokens %s)", server_conf.host, server.bound_addr[1],
+                 server_conf.thread_pool, "required" if server_conf.tokens else "off: loopback only")
+
+    def stop(self) -> None:
+        """Stop serving: open follows end, the port is free when this returns."""
+        if self._server is None:
+            return
+        self.app.closing.set()
+        try:
+            cherrypy.engine.stop()
+            cherrypy.engine.exit()  # a stopped engine left for the interpreter's exit makes a warning
+        finally:
+            self._server.unsubscribe()
+            self._server = None
+            if cherrypy.tree.apps.get("") is self.app:
+                del cherrypy.tree.apps[""]
