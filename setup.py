@@ -1,5 +1,12 @@
 """Overseer: a git-backed job runner."""
+import os
+
 from setuptools import setup
+
+# The event tool and the bundled example job repository ship as data directories.
+DATA_DIRS = ["overseer.library"] + sorted(
+    root.replace(os.sep, ".") for root, _dirs, _files in os.walk("overseer/examples")
+    if "__pycache__" not in root)
 
 setup(
     name="overseer",
@@ -11,10 +18,10 @@ setup(
     author_email="overseer@schlueter.blue",
     license="AGPL-3.0-or-later",
     python_requires=">=3.9",
-    packages=["overseer", "overseer.http", "overseer.actors"],
+    packages=["overseer", "overseer.http", "overseer.actors", *DATA_DIRS],
     package_dir={"overseer.actors": "actors"},
-    package_data={"overseer": ["library/*", "examples/*", "examples/**/*", "http/openapi.json"]},
-    include_package_data=True,
+    package_data={"overseer.http": ["openapi.json"], **{d: ["*"] for d in DATA_DIRS}},
+    include_package_data=False,
     install_requires=[
         "Pykka>=4.0,<5",
         "CherryPy>=18.8,<19",
