@@ -8,6 +8,7 @@ waits on (DESIGN.md: actors never block on each other).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Context:
     library_dir: Path
     socket_path: Path
     tmp_dir: Path
+    base_environ: dict = field(default_factory=lambda: dict(os.environb))  # the jobs' inherited env
     tokens: dict = field(default_factory=dict)  # secret token -> Execution actor ref
     running: dict = field(default_factory=dict)  # (job, id) -> Execution actor ref
     scheduler: Optional[Any] = None  # Scheduler actor ref

@@ -61,11 +61,23 @@ class CgroupRoot:
             return None
         return Cgroup(path)
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Remove the cgroup; False while processes are still in it."""
         try:
             self.path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
         except OSError:
-            pass
+            return False
+
+    def release(self) -> bool:
+        """End of the run: remove it, killing what is left first if it is not empty (the
+        common case, an empty cgroup, costs one rmdir). False: try again shortly."""
+        if self.remove():
+            return True
+        self.kill()
+        return self.remove()
 
 
 class Cgroup:
@@ -109,8 +121,20 @@ class Cgroup:
         if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.freeze(False)  # a frozen tree must run to handle the signal
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Remove the cgroup; False while processes are still in it."""
         try:
             self.path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
         except OSError:
-            pass
+            return False
+
+    def release(self) -> bool:
+        """End of the run: remove it, killing what is left first if it is not empty (the
+        common case, an empty cgroup, costs one rmdir). False: try again shortly."""
+        if self.remove():
+            return True
+        self.kill()
+        return self.remove()

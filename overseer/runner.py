@@ -83,15 +83,14 @@ class Process:
             # Processes that left the group with setsid are still in the cgroup.
             self.cgroup.signal_all(signum)
 
-    def kill_remaining(self) -> None:
-        """After the main process ended: kill whatever it left behind."""
+    def kill_remaining(self) -> bool:
+        """After the main process ended: kill whatever it left behind. False when the
+        cgroup still holds dying processes (call again shortly to remove it)."""
         try:
             os.killpg(self.pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.cgroup:
-            self.cgroup.kill()
-            self.cgroup.remove()
+        return self.cgroup.release() if self.cgroup else True
 
 
 class _Watch:
@@ -284,13 +283,21 @@ class ProcessMonitor:
             for _ in range(64):  # bounded: a leftover child may write without end
                 if fd not in watch.pipes or not self._read_available(watch, fd):
                     break
-        watch.proc.kill_remaining()
+        if not watch.proc.kill_remaining():
+            self._release_later(watch.proc, 1)
         for fd in list(watch.pipes):
             while fd in watch.pipes and self._read_available(watch, fd):
                 pass
             if fd in watch.pipes:
                 self._close_pipe(watch, fd)
         watch.on_exit(exit_status)
+
+    def _release_later(self, proc: Process, attempt: int) -> None:
+        """A cgroup whose killed processes are still exiting: retry its removal."""
+        def retry() -> None:
+            if not proc.kill_remaining() and attempt < 100:
+                self._release_later(proc, attempt + 1)
+        self.call_at(time.monotonic() + 0.05 * min(attempt, 20), retry)
 
     def _read_available(self, watch: _Watch, fd: int) -> bool:
         try:

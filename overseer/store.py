@@ -386,16 +386,19 @@ class Store:
         return decode_record(data)
 
     def _prune(self, batch: Batch, prefix: bytes, newest: bytes, keep: int) -> None:
-        """Delete the finished executions older than the `keep` newest, and their output."""
+        """Delete the finished executions older than the `keep` newest ids, and their output.
+
+        Seeks straight to the newest candidate (id <= newest - keep) and walks back from
+        there: a create costs the few records beyond the limit, not a walk over `keep`."""
         txn, executions = batch.txn, self._dbs["executions"]
-        cur = txn.cursor(db=executions)
-        if not cur.set_key(newest):
+        cutoff = from_u64(newest, len(newest) - 8) - keep
+        if cutoff < 1:
             return
-        kept, victims, finished = 1, [], state_marker("finished")
+        cur = txn.cursor(db=executions)
+        if not cur.set_range(prefix + u64(cutoff + 1)):
+            return
+        victims, finished = [], state_marker("finished")
         while cur.prev() and cur.key()[: len(prefix)] == prefix:
-            if kept < keep:
-                kept += 1
-                continue
             raw = bytes(cur.value())
             if finished in raw and decode_record(raw).get("state") == "finished":
                 victims.append(bytes(cur.key()))
