@@ -15,11 +15,8 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 import threading
 import types
-from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +26,7 @@ import pykka
 from overseer import jobs as jobmodel
 from overseer.catalog import JobSet
 from overseer.exceptions import RepositoryError
+from overseer.snapshots import GIT_CONFIG, Snapshots
 
 from .context import Context, Pingable
 from .messages import JobsLoaded
@@ -36,8 +34,7 @@ from .messages import JobsLoaded
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300
-_GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never",
-               "-c", "submodule.recurse=false", "-c", "core.symlinks=true"]
+_GIT_CONFIG = GIT_CONFIG
 
 
 _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
@@ -77,60 +74,6 @@ def _git_env() -> dict:
     return env
 
 
-def make_snapshot(repo: git.Repo, commit: str, dest: Path) -> list[tuple[str, str]]:
-    """Extract ``commit`` into ``dest`` (atomically) and return the symlink errors found."""
-    if dest.exists():
-        return []
-    tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=dest.parent))
-    try:
-        archive = subprocess.Popen(["git", *_GIT_CONFIG, "archive", "--format=tar", commit],
-                                   cwd=repo.git_dir, stdout=subprocess.PIPE, env=_git_env())
-        untar = subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(tmp)], stdin=archive.stdout,
-                               capture_output=True)
-        archive.stdout.close()
-        if archive.wait() != 0 or untar.returncode != 0:
-            raise RepositoryError(f"cannot extract commit {commit}: {untar.stderr.decode(errors='replace')}")
-        errors = _drop_escaping_symlinks(tmp)
-        _make_read_only(tmp)
-        os.rename(tmp, dest)
-        return errors
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _drop_escaping_symlinks(root: Path) -> list[tuple[str, str]]:
-    errors = []
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                continue
-            target = os.path.realpath(path)
-            if target != real_root and not target.startswith(real_root + os.sep):
-                rel = os.path.relpath(path, root)
-                errors.append((rel, f"symlink to {os.readlink(path)!r} leaves the repository"))
-                os.unlink(path)
-    return errors
-
-
-def _make_read_only(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                mode = os.lstat(path).st_mode
-                os.chmod(path, mode & 0o555)
-        os.chmod(dirpath, 0o555)
-
-
-def _remove_tree(path: Path) -> None:
-    for dirpath, _dirnames, _files in os.walk(path):
-        os.chmod(dirpath, 0o755)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class RepoSync(Pingable, pykka.ThreadingActor):
     def __init__(self, ctx: Context):
         super().__init__()
@@ -139,12 +82,12 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.url = cfg.url
         self.branch = cfg.branch
         self.git_dir = ctx.config.data_path / "repo.git"
-        self.snapshots = ctx.catalog.snapshots
+        self.snapshots = Snapshots(ctx.catalog.snapshots, self.git_dir, _git_env())
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
 
     def on_start(self) -> None:
-        self.snapshots.mkdir(parents=True, exist_ok=True)
+        self.snapshots.root.mkdir(parents=True, exist_ok=True)
         if self.ctx.config.repository.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="repo-poll", daemon=True)
             self._poller.start()
@@ -197,8 +140,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
     def _fetch(self) -> tuple[git.Repo, str]:
         check_url(self.url)
         if not (self.git_dir / "HEAD").exists():
-            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
-            git.Repo.init(self.git_dir, bare=True)
+            self._init_clone()
         repo = git.Repo(self.git_dir)
         ref = f"refs/remotes/origin/{self.branch}"
         repo.git.execute(
@@ -208,9 +150,30 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         commit = repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
         return repo, commit
 
+    def _init_clone(self) -> None:
+        """The bare repository. From a local path, a clone (which hard-links the objects: a
+        10,000-file repository is there at once, not packed and copied); else an empty one
+        that the fetch fills."""
+        self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.git_dir.with_name(self.git_dir.name + ".new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(self.url):
+            try:
+                git.Git().execute(
+                    ["git", *_GIT_CONFIG, "clone", "--bare", "--local", "--single-branch", "--no-tags",
+                     "--quiet", "--branch", self.branch, "--", self.url, str(tmp)],
+                    env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
+                os.rename(tmp, self.git_dir)
+                return
+            except git.GitCommandError as e:
+                log.warning("repository %s: local clone failed (%s); fetching instead", self.url,
+                            _git_error(e))
+                shutil.rmtree(tmp, ignore_errors=True)
+        git.Repo.init(self.git_dir, bare=True)
+
     def _load(self, repo: git.Repo, commit: str, previous: JobSet, synced_at: str) -> JobSet:
         dest = self.ctx.catalog.snapshot(commit)
-        link_errors = make_snapshot(repo, commit, dest)
+        link_errors = self.snapshots.ensure(commit, previous.commit)
         found, errors = jobmodel.load_repository(dest)
         jobs = {name: dataclasses.replace(job, commit=commit) for name, job in found.items()}
         errors = sorted(set(errors) | set(link_errors))
@@ -232,11 +195,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         keep = {job.commit for job in jobset.jobs.values()} | {jobset.commit}
         unfinished = self.ctx.store.executions_in_states({"queued", "running", "stopped"})
         keep |= {r.get("commit") for r in unfinished}
-        for path in self.snapshots.iterdir():
-            if path.name.startswith("."):
-                continue
-            if path.name not in keep:
-                _remove_tree(path)
+        self.snapshots.remove_unused(keep)
 
 
 def _git_error(e: Exception) -> str:

@@ -98,3 +98,43 @@ def test_activation_survives_restart_and_sync(system_factory, job_repo, tmp_path
         assert not s2.is_active("a")
     finally:
         s2.stop()
+
+
+def test_snapshots_follow_each_commit_exactly(system_factory, job_repo):
+    import os
+
+    s = system_factory({"a.yml": {"command": "true"}, "keep.txt": "same\n", "gone.txt": "x\n",
+                        "scripts/run.sh": "#!/bin/sh\necho one\n", "dir/f.txt": "f\n",
+                        "r.yml": {"script": "run.sh"}})
+    (job_repo.root / "link").symlink_to("/etc")
+    job_repo.write({"dir/f.txt": None})
+    (job_repo.root / "dir").rmdir()
+    second = job_repo.commit({"gone.txt": None, "scripts/run.sh": "#!/bin/sh\necho two\n",
+                              "new/deep/n.txt": "n\n", "dir": "now a file\n"})
+    s.sync()
+    snap = s.catalog.snapshot(second)
+    first = s.catalog.snapshot(s.job("a").commit)
+    assert (snap / "keep.txt").read_text() == "same\n" and not (snap / "gone.txt").exists()
+    assert (snap / "new/deep/n.txt").read_text() == "n\n" and (snap / "dir").read_text() == "now a file\n"
+    assert (snap / "scripts/run.sh").read_text() == "#!/bin/sh\necho two\n"
+    assert os.access(snap / "scripts/run.sh", os.X_OK) and not (snap / "link").is_symlink()
+    assert ("link", "symlink to '/etc' leaves the repository") in [
+        (e["file"], e["error"]) for e in s.repo_info()["errors"]]
+    assert not (os.stat(snap / "keep.txt").st_mode & 0o222) and not (os.stat(snap).st_mode & 0o222)
+    s.trigger("r", {})
+    assert wait_finished(s, "r", 1)["commit"] == second
+    assert s.store.read_output("r", 1, "stdout") == b"two\n"
+    wait_for(lambda: not first.exists() or s.job("a").commit == second, what="old snapshot removed")
+    # a restart reports the dropped symlink again
+    config = s.config
+    s.stop()
+    from overseer.actors.system import System
+    s2 = System(config).start()
+    try:
+        assert "link" in {e["file"] for e in s2.repo_info()["errors"]}
+        job_repo.commit({"keep.txt": "changed\n"})
+        s2.sync()  # built from the previous snapshot: its report is carried over
+        assert "link" in {e["file"] for e in s2.repo_info()["errors"]}
+        assert (s2.catalog.snapshot(s2.repo_info()["commit"]) / "keep.txt").read_text() == "changed\n"
+    finally:
+        s2.stop()
