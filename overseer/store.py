@@ -171,10 +171,15 @@ class Store:
     def create_execution(self, job: str, record: dict, keep: int | None = None) -> dict:
         """Store `record` as the next execution of `job` (durable) and return it with job and id.
         With `keep`, finished executions older than the `keep` newest are deleted with their output."""
+        return self.create_execution_async(job, record, keep).result()
+
+    def create_execution_async(self, job: str, record: dict, keep: int | None = None) -> Future:
+        """`create_execution` without waiting: a Future of the stored record. Many of them
+        queued at once commit together (the Scheduler firing many entries in one tick)."""
         prefix = job_prefix(job)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
             raise ValueError(f"keep must be an int or None, not {keep!r}")
-        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True).result()
+        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True)
 
     def get_execution(self, job: str, ident: int) -> dict | None:
         try:
@@ -311,9 +316,14 @@ class Store:
             raw = txn.get(key, db=self._dbs["schedule"])
             return None if raw is None else decode_time(raw)
 
-    def set_last_fire(self, job: str, entry_key: str, when: datetime) -> None:
+    def set_last_fire(self, job: str, entry_key: str, when: datetime, wait: bool = True) -> Future:
+        """Store an entry's last fire time (durable). Writes queued before an execution's create
+        commit with it or before it, never after."""
         key = schedule_key(job, entry_key)
-        self._writer.submit(self._op_put, ("schedule", key, encode_time(when)), durable=True).result()
+        future = self._writer.submit(self._op_put, ("schedule", key, encode_time(when)), durable=True)
+        if wait:
+            future.result()
+        return future
 
     # reading
 
