@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 import sys
 import threading
@@ -65,6 +66,18 @@ def library_dir(data_path: Path) -> Path:
         return copy
 
 
+def _raise_fd_limit() -> None:
+    """Three descriptors per running execution (two pipes and a pidfd): take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, e)
+
+
 class System:
     def __init__(self, config: Config):
         self.config = config
@@ -81,6 +94,7 @@ class System:
         # Hand the GIL over sooner (default 5 ms): a process start waiting on its exec must
         # not queue behind a busy thread.
         sys.setswitchinterval(SWITCH_INTERVAL)
+        _raise_fd_limit()
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         (data / "tmp").mkdir(exist_ok=True)
