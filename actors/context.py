@@ -43,6 +43,9 @@ class Context:
     notifier: Optional[Any] = None  # Notifier actor ref
     queued: int = 0  # executions stored as queued and not started yet (guarded by queue_lock)
     queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set (under launch_lock) when the server begins to stop: no Execution starts a process after it.
+    stopping: bool = False
+    launch_lock: threading.Lock = field(default_factory=threading.Lock)
     # Test-only fault injection: point name -> exception raised there (see ``inject``).
     faults: dict = field(default_factory=dict)
 

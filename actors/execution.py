@@ -113,8 +113,16 @@ class Execution(pykka.ThreadingActor):
 
     def _launch(self) -> None:
         self.ctx.inject("execution.start")
-        self.ctx.tokens[self.token] = self.actor_ref
-        self.ctx.running[(self.name, self.ident)] = self.actor_ref
+        with self.ctx.launch_lock:
+            if self.ctx.stopping:
+                # The Supervisor is stopping and no longer tracks new runs: start nothing; the record
+                # stays queued and the Supervisor's last recovery finishes it as lost.
+                log.info("%s/%s: not started: the server is stopping", self.name, self.ident)
+                self._finished = True
+                self.stop()
+                return
+            self.ctx.tokens[self.token] = self.actor_ref
+            self.ctx.running[(self.name, self.ident)] = self.actor_ref
         argv = self._argv()
         if argv is None:  # neither command nor script: completes at once
             self._event("start", None, state="running", started_at=ex.now_iso())

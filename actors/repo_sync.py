@@ -67,10 +67,20 @@ def check_url(url: str) -> str:
     return url
 
 
+# A remote that stops answering (a black-holed host, a proxy that accepts and hangs) must not hold
+# the sync, and the first start, for GIT_TIMEOUT: a transfer slower than 1 byte/s for a minute is
+# given up (git's GIT_HTTP_LOW_SPEED_* for http(s), keep-alives for ssh). The environment may
+# set other values.
+LOW_SPEED_TIME = "60"
+SSH_COMMAND = "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+
+
 def _git_env() -> dict:
     env = dict(os.environ)
+    env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1")
+    env.setdefault("GIT_HTTP_LOW_SPEED_TIME", LOW_SPEED_TIME)
     env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="/bin/false",
-               GIT_SSH_COMMAND=env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"))
+               GIT_SSH_COMMAND=env.get("GIT_SSH_COMMAND", SSH_COMMAND))
     return env
 
 

@@ -139,7 +139,9 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         scheduler = self.children.get("scheduler")
         if scheduler is not None and scheduler.is_alive():
             scheduler.proxy().pause().get(timeout=10)
-        running = list(self.ctx.running.values())
+        with self.ctx.launch_lock:
+            self.ctx.stopping = True
+            running = list(self.ctx.running.values())
         for ref in running:
             try:
                 ref.tell(Shutdown())

@@ -25,6 +25,57 @@ def _cgroup2_mounts() -> list[Path]:
         return []
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def remove_stale(mount: Path) -> list[Path]:
+    """Remove the ``overseer-<pid>`` cgroups that servers which died without stopping (SIGKILL,
+    a crash) left under ``mount``, with their empty per-execution cgroups; returns what was
+    removed. A server's cgroup whose pid lives is never touched, and neither is a cgroup that
+    still holds processes (a crashed server's jobs: the restart's recovery ends those it knows,
+    and the next start removes what is then empty)."""
+    removed = []
+    try:
+        candidates = [p for p in mount.iterdir() if p.name.startswith("overseer-")]
+    except OSError:
+        return removed
+    for parent in candidates:
+        pid = parent.name[len("overseer-"):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        try:
+            children = [p for p in parent.iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        busy = []
+        for child in children:
+            try:
+                child.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy.append(child.name)
+        if busy:
+            log.warning("cgroup %s of a server that is gone still holds processes in %s; left in place",
+                        parent, ", ".join(sorted(busy)))
+            continue
+        try:
+            parent.rmdir()
+            removed.append(parent)
+        except OSError:
+            continue
+    if removed:
+        log.info("removed %d cgroups left by servers that did not stop cleanly", len(removed))
+    return removed
+
+
 class CgroupRoot:
     """The parent cgroup under which this server makes one cgroup per execution."""
 
@@ -36,6 +87,7 @@ class CgroupRoot:
         if os.environ.get("OVERSEER_NO_CGROUPS"):
             return None
         for mount in _cgroup2_mounts():
+            remove_stale(mount)
             parent = mount / f"overseer-{os.getpid()}"
             try:
                 parent.mkdir(exist_ok=True)

@@ -41,6 +41,7 @@ JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 RESERVED_ENV_PREFIX = "OVERSEER_"
+MAX_JOB_FILE_BYTES = 1 << 20  # a job file is a few lines; a bigger one is refused before it is parsed
 _TEMPLATE_GLOBALS = render.template_globals()
 
 
@@ -357,9 +358,15 @@ def parse_job(root: Path, relpath: str, data: bytes | None = None) -> Job:
     relpath = relpath.replace(os.sep, "/")
     if data is None:
         try:
-            data = read_bytes(root, relpath)
+            size = os.stat(os.path.join(root, relpath)).st_size
+            if size <= MAX_JOB_FILE_BYTES:
+                data = read_bytes(root, relpath)
         except OSError as exc:
             raise _err(f"cannot read the file: {exc.strerror or exc}") from None
+    else:
+        size = len(data)
+    if size > MAX_JOB_FILE_BYTES or len(data) > MAX_JOB_FILE_BYTES:
+        raise _err(f"the file is {size} bytes; job files are limited to {MAX_JOB_FILE_BYTES} bytes")
     try:
         job = _parse_content(relpath, bytes(data))
     except JobDefinitionError:

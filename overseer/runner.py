@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import threading
@@ -105,6 +106,33 @@ class _Watch:
         self.exited = False
 
 
+def _entering(cgroup: cgroups.Cgroup, argv: list[str]) -> list[str]:
+    """``argv`` made to move itself into ``cgroup`` before it runs anything. The parent moves it
+    too, but only after Popen returns: a shell that forks at once (``setsid cmd &`` as its first
+    line) would otherwise leave that child outside, out of reach of ``cgroup.kill``. A command job
+    already runs under ``/bin/sh -c``: it gets one builtin ``echo`` in front, no extra process."""
+    procs = str(cgroup.path / "cgroup.procs")
+    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
+        return ["/bin/sh", "-c", f"echo 0 >{shlex.quote(procs)} 2>/dev/null; {argv[2]}"]
+    _check_executable(argv[0])  # under the wrapper, a failed exec would be a mere exit code 127
+    return ["/bin/sh", "-c", 'echo 0 >"$0" 2>/dev/null; exec "$@"', procs, *argv]
+
+
+def _check_executable(path: str) -> None:
+    """Raise the OSError that exec(2) would for ``path``: missing, not executable, or naming a
+    ``#!`` interpreter that is missing or not executable."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    if head.startswith(b"#!"):
+        words = head[2:].split(b"\n", 1)[0].split()
+        interpreter = os.fsdecode(words[0]) if words else ""
+        if not interpreter or not os.access(interpreter, os.X_OK):
+            raise FileNotFoundError(errno.ENOENT, f"its interpreter {interpreter!r} is missing "
+                                    "or not executable", path)
+
+
 class ProcessMonitor:
     """The one thread that pumps every pipe, reaps every process and runs the timers."""
 
@@ -128,6 +156,8 @@ class ProcessMonitor:
               on_exit: Callable[[ExitStatus], None]) -> Process:
         """Start ``argv`` in its own session; raise OSError when it cannot start."""
         cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
+        if cgroup is not None:
+            argv = _entering(cgroup, argv)
         try:
             popen = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -335,8 +335,17 @@ class Store:
                 raise StoreError(f"the store at {self.path} is closed")
             try:
                 txn = self._env.begin(buffers=True)
-            except lmdb.ReadersFullError as exc:
-                raise StoreBusy(f"every LMDB reader slot of the store at {self.path} is in use") from exc
+            except lmdb.ReadersFullError:
+                # Slots held by a process that died stay taken until someone checks: free them and
+                # try once more before telling the caller the store is busy.
+                stale = self._env.reader_check()
+                if stale:
+                    log.warning("store %s: cleared %d stale reader slots", self.path, stale)
+                try:
+                    txn = self._env.begin(buffers=True)
+                except lmdb.ReadersFullError as exc:
+                    raise StoreBusy(
+                        f"every LMDB reader slot of the store at {self.path} is in use") from exc
             try:
                 yield txn
             finally:

@@ -15,9 +15,10 @@ class Injected(RuntimeError):
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+            stat = f.read()
+    except OSError:  # gone (ENOENT), or reaped between open and read (ESRCH)
         return False
+    return stat.split(") ")[1][0] != "Z"
 
 
 def test_execution_actor_failure_on_exit_still_finishes(system_factory):

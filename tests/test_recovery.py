@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 from overseer.actors.system import System
+
+from overseer.store import Store
 
 from .conftest import make_config, wait_for
 
@@ -119,3 +122,30 @@ def test_schedule_never_fires_a_slot_twice_across_restarts(system_factory):
     assert all(r["trigger"] == "schedule" for r in runs)
     ids = sorted(r["id"] for r in runs)
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_a_run_launching_while_the_server_stops_starts_no_process(system_factory, tmp_path):
+    marker = tmp_path / "started"
+    s = system_factory({"j.yml": {"command": f"touch {marker}; sleep 30"}})
+    entered, release = threading.Event(), threading.Event()
+    plain = s.ctx.inject
+
+    def inject(point):
+        if point == "execution.start":
+            entered.set()
+            release.wait(10)
+        plain(point)
+
+    s.ctx.inject = inject
+    s.trigger("j", {})
+    assert entered.wait(10)
+    stopper = threading.Thread(target=s.stop)
+    stopper.start()
+    wait_for(lambda: s.ctx.stopping, 10, "the supervisor to begin stopping")
+    release.set()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert not marker.exists()
+    with Store(s.config.data_path / "store") as store:
+        record = store.get_execution("j", 1)
+    assert record["state"] == "finished" and record["status"] == "lost"
