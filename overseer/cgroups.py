@@ -137,11 +137,7 @@ class Cgroup:
         self.path = path
 
     def add(self, pid: int) -> bool:
-        """Move ``pid`` in. Called right after the start: a new process is still exec'ing its
-        shell then, before it could start anything of its own (a fork before this write would
-        stay outside, in the server's cgroup, and be reached through the process group only).
-        Moving from the parent keeps the start on the fast vfork path: a ``preexec_fn`` would
-        force a full fork of the server, 10x slower."""
+        """Move ``pid`` in (a job moves itself in as its first act; this is the fallback)."""
         return self._write("cgroup.procs", str(pid).encode())
 
     def _write(self, name: str, value: bytes) -> bool:

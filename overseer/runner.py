@@ -68,12 +68,24 @@ class Process:
         self.cgroup = cgroup
         self._popen = popen
         self.status: Optional[ExitStatus] = None
+        self._joined = False
+
+    def _in_cgroup(self) -> bool:
+        """Make sure the process is in its cgroup before the cgroup is used to reach it. It moves
+        itself there as its first act (see ``_entering``); a signal in its first instant may come
+        before that, so the first signal moves it from here (moving twice is harmless). Moving
+        costs the kernel a cgroup-wide lock, which is why a start does not pay for it twice."""
+        if self.cgroup is None:
+            return False
+        if not self._joined:
+            self._joined = self.cgroup.add(self.pid)
+        return self._joined
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the whole tree: the cgroup where there is one, else the group."""
-        if signum == signal.SIGKILL and self.cgroup and self.cgroup.kill():
+        if signum == signal.SIGKILL and self._in_cgroup() and self.cgroup.kill():
             return
-        if self.cgroup and signum in (signal.SIGSTOP, signal.SIGCONT):
+        if signum in (signal.SIGSTOP, signal.SIGCONT) and self._in_cgroup():
             if self.cgroup.freeze(signum == signal.SIGSTOP):
                 return
         try:
@@ -107,10 +119,11 @@ class _Watch:
 
 
 def _entering(cgroup: cgroups.Cgroup, argv: list[str]) -> list[str]:
-    """``argv`` made to move itself into ``cgroup`` before it runs anything. The parent moves it
-    too, but only after Popen returns: a shell that forks at once (``setsid cmd &`` as its first
-    line) would otherwise leave that child outside, out of reach of ``cgroup.kill``. A command job
-    already runs under ``/bin/sh -c``: it gets one builtin ``echo`` in front, no extra process."""
+    """``argv`` made to move itself into ``cgroup`` before it runs anything. Moving it from the
+    parent after Popen returns would come too late for a shell that forks at once (``setsid cmd &``
+    as its first line: that child would stay outside, out of reach of ``cgroup.kill``), and a
+    ``preexec_fn`` would force a full fork of the server instead of vfork. A command job already
+    runs under ``/bin/sh -c``: it gets one builtin ``echo`` in front, no extra process."""
     procs = str(cgroup.path / "cgroup.procs")
     if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
         return ["/bin/sh", "-c", f"echo 0 >{shlex.quote(procs)} 2>/dev/null; {argv[2]}"]
@@ -166,9 +179,6 @@ class ProcessMonitor:
             if cgroup:
                 cgroup.remove()
             raise
-        if cgroup and not cgroup.add(popen.pid):
-            cgroup.remove()
-            cgroup = None
         proc = Process(popen, cgroup)
         pipes = {}
         for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
