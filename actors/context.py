@@ -59,6 +59,9 @@ class Context:
     def notify(self, job: Job, ident: int, event: dict) -> None:
         if self.notifier is None:
             return
+        name = event["name"]
+        if not (_listens(self.config.hooks, name) or _listens(job.hooks, name)):
+            return  # no URL for it: not worth a message (most events of most jobs)
         hooks = tuple((name, tuple(urls)) for name, urls in job.hooks.items())
         try:
             self.notifier.tell(EventRecorded(job.name, ident, event["name"], event["cause"], event["time"],
@@ -73,6 +76,10 @@ class Context:
                 self.scheduler.tell(RunFinished(job, ident))
             except pykka.ActorDeadError:
                 log.error("%s/%s: finished while the scheduler was down", job, ident)
+
+
+def _listens(hooks: Any, event: str) -> bool:
+    return bool(hooks.get(event) or hooks.get("*"))
 
 
 class Pingable:

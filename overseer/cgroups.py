@@ -18,11 +18,17 @@ log = logging.getLogger(__name__)
 
 
 def _cgroup2_mounts() -> list[Path]:
+    return list(_cgroup2_options())
+
+
+def _cgroup2_options() -> dict[Path, set[str]]:
+    """Every cgroup2 mount point with its mount options."""
     try:
         with open("/proc/self/mounts") as f:
-            return [Path(line.split()[1]) for line in f if line.split()[2:3] == ["cgroup2"]]
+            rows = [line.split() for line in f]
     except OSError:
-        return []
+        return {}
+    return {Path(row[1]): set(row[3].split(",")) for row in rows if row[2:3] == ["cgroup2"]}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -101,6 +107,12 @@ class CgroupRoot:
                 parent.rmdir()
                 continue
             log.info("each execution gets its own cgroup under %s", parent)
+            if "favordynmods" not in _cgroup2_options().get(mount, {"favordynmods"}):
+                # Moving a process between cgroups waits for an RCU grace period on such a mount:
+                # a job's start then takes up to ~20 ms at p99 instead of ~2 (docs/operations.rst).
+                log.info("cgroup2 at %s is mounted without favordynmods: starts wait for the "
+                         "kernel's cgroup lock at times; `mount -o remount,favordynmods %s` "
+                         "makes them steady", mount, mount)
             return cls(parent)
         return None
 
