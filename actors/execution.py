@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pykka
 
@@ -142,7 +142,7 @@ class Execution(pykka.ThreadingActor):
             return
         self.state = "running"
         self._event("start", None, state="running", started_at=ex.now_iso(), pid=self.proc.pid,
-                    pgid=self.proc.pgid, proc_start=self.proc.start_time, durable=False)
+                    pgid=self.proc.pgid, proc_start=self.proc.start_time, wait=False)
         if self.job.timeout:
             self._timers.append(self.ctx.monitor.call_at(
                 time.monotonic() + self.job.timeout, lambda: self._tell(TimedOut())))
@@ -277,12 +277,32 @@ class Execution(pykka.ThreadingActor):
             pass  # it already finished (or failed, and on_failure finished it)
 
     def _event(self, name: str, cause: Optional[str], source: str = "system",
-               durable: bool = False, **changes) -> dict:
+               durable: bool = False, wait: bool = True, **changes) -> dict:
+        """Store an event (and ``changes`` to the record), then tell the webhooks. With ``wait``
+        (events a client sent: it reads them back at once) the caller waits for the commit; the
+        run's own events (start, end) are queued and announced once committed."""
         event = ex.make_event(name, cause, source)
-        self.record = self.ctx.store.update_execution(
-            self.name, self.ident, lambda r: ex.add_event(r, event, **changes), durable=durable)
-        self.ctx.notify(self.job, self.ident, event)
+        if wait:
+            self.ctx.store.update_execution(
+                self.name, self.ident, lambda r: ex.add_event(r, event, **changes), durable=durable)
+            self.ctx.notify(self.job, self.ident, event)
+        else:
+            self._queue_update(lambda r: ex.add_event(r, event, **changes), durable, event)
         return event
+
+    def _queue_update(self, fn: Callable[[dict], Any], durable: bool, event: Optional[dict]) -> None:
+        future = self.ctx.store.update_execution_async(self.name, self.ident, fn, durable=durable)
+        name, ident, job, ctx = self.name, self.ident, self.job, self.ctx
+
+        def committed(f) -> None:  # on the Store's writer thread: quick, never raises
+            error = f.exception()
+            if error is not None:
+                log.error("%s/%s: cannot store event %s: %s", name, ident,
+                          event["name"] if event else "end", error)
+            elif event is not None:
+                ctx.notify(job, ident, event)
+
+        future.add_done_callback(committed)
 
     def _finish(self, status: ExitStatus, cause: Optional[str] = None) -> None:
         if self._finished:
@@ -305,10 +325,9 @@ class Execution(pykka.ThreadingActor):
                    "exit_code": status.exit_code, "signal": status.signal}
         if name == "time-out":
             # The time-out event was recorded when it fired; the run ends with it as its status.
-            self.record = self.ctx.store.update_execution(
-                self.name, self.ident, lambda r: _end_timed_out(r, changes), durable=True)
+            self._queue_update(lambda r: _end_timed_out(r, changes), True, None)
         else:
-            self._event(name, cause, durable=True, **changes)
+            self._event(name, cause, durable=True, wait=False, **changes)
         log.info("%s/%s: %s (exit code %s, signal %s)", self.name, self.ident, name,
                  status.exit_code, status.signal)
         self.ctx.run_finished(self.name, self.ident)

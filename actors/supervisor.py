@@ -150,6 +150,10 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         deadline = time.monotonic() + self.ctx.config.execution.kill_grace + 5
         while self.ctx.running and time.monotonic() < deadline:
             time.sleep(0.05)
+        try:
+            self.ctx.store.flush()  # the runs' last events are queued: let recover() see them
+        except Exception as e:  # a broken store must not stop the shutdown
+            log.error("supervisor: cannot flush the store: %s", e)
         recover(self.ctx)  # what never started is finished too: nothing stays queued
         for name in reversed(list(self.children)):
             ref = self.children[name]

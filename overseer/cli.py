@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
+import queue
 import signal
 import sys
 import threading
@@ -12,13 +14,33 @@ from overseer.exceptions import ConfigError, OverseerError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    listener = _log_through_queue(args.log_level)
+    try:
+        return _run_server(args)
+    finally:
+        listener.stop()
+
+
+def _log_through_queue(level: str) -> logging.handlers.QueueListener:
+    """Log lines are written to stderr by one thread of their own: the threads that run jobs
+    and answer requests only queue them (under load they queued up on the handler's lock)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper()))
+    root.addHandler(logging.handlers.QueueHandler(lines))
+    listener = logging.handlers.QueueListener(lines, handler)
+    listener.start()
+    return listener
+
+
+def _run_server(args: argparse.Namespace) -> int:
     from overseer.actors.system import System
     from overseer.config import load_config
     from overseer.embedded import with_repository
     from overseer.http.server import HttpServer, check_bind
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("overseer")
     try:
         config = load_config(args.config)

@@ -156,6 +156,7 @@ class ProcessMonitor:
         self._seq = itertools.count()
         self._cancelled: set = set()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every job's stdin
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[Callable[[], None]] = []
         self._stop = False
@@ -173,7 +174,7 @@ class ProcessMonitor:
             argv = _entering(cgroup, argv)
         try:
             popen = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
         except BaseException:
             if cgroup:
@@ -215,6 +216,9 @@ class ProcessMonitor:
         self._stop = True
         self._wake()
         self._thread.join(5)
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
 
     # -- the loop ----------------------------------------------------------------------------
     def _call(self, fn: Callable[[], None]) -> None:

@@ -217,6 +217,12 @@ class Store:
         execution does not exist."""
         return self._update_async(job, ident, fn, durable).result()
 
+    def update_execution_async(self, job: str, ident: int, fn: Callable[[dict], dict | None],
+                               durable: bool = False) -> Future:
+        """``update_execution`` without waiting: a Future of the stored record. Ops are committed
+        in the order they were queued, so a later write (or ``flush``) waiting means this one is in."""
+        return self._update_async(job, ident, fn, durable)
+
     def _update_async(self, job: str, ident: int, fn: Callable, durable: bool) -> Future:
         return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable)
 
