@@ -121,6 +121,14 @@ class Execution(pykka.ThreadingActor):
                 self._finished = True
                 self.stop()
                 return
+            if (self.name, self.ident) in self.ctx.running:
+                # Queued twice (a Scheduler restarted between a trigger and its message): the
+                # first actor runs it.
+                log.warning("%s/%s: already running; not started again", self.name, self.ident)
+                self._finished = True
+                self.ctx.run_finished(self.name, self.ident)  # the slot the Scheduler gave it
+                self.stop()
+                return
             self.ctx.tokens[self.token] = self.actor_ref
             self.ctx.running[(self.name, self.ident)] = self.actor_ref
         argv = self._argv()

@@ -44,6 +44,7 @@ class RunQueued:
     ident: int
     priority: int
     job_def: Any  # the Job (immutable) as defined by the commit the execution was created at
+    record: Any = None  # the stored record, when the sender has it (saves the Scheduler a read)
 
 
 @dataclass(frozen=True)

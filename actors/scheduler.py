@@ -122,7 +122,8 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         if isinstance(message, Tick):
             self.tick()
         elif isinstance(message, RunQueued):
-            self.queue.push(message.job, message.ident, message.priority, message.job_def)
+            self.queue.push(message.job, message.ident, message.priority,
+                            (message.job_def, message.record))
             self._start_runs()
         elif isinstance(message, RunFinished):
             self.queue.finished(message.job)
@@ -195,7 +196,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 log.error("%s: scheduled run for %s not created: %s", name, slot, e)
                 continue
             log.info("%s/%s: scheduled for %s", name, record["id"], ex.now_iso(slot))
-            self.queue.push(name, record["id"], entry.priority, job)
+            self.queue.push(name, record["id"], entry.priority, (job, record))
             with self.ctx.queue_lock:
                 self.ctx.queued += 1
             created.append(record)
@@ -229,12 +230,14 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         for run in self.queue.take_startable(self._limit):
             with self.ctx.queue_lock:
                 self.ctx.queued -= 1
-            record = self.ctx.store.get_execution(run.job, run.ident)
+            job, record = run.payload
+            if record is None:
+                record = self.ctx.store.get_execution(run.job, run.ident)
             if record is None or record.get("state") != "queued":
                 self.queue.finished(run.job)
                 continue
             try:
-                Execution.start(self.ctx, run.payload, record)
+                Execution.start(self.ctx, job, record)
             except Exception:
                 log.exception("%s/%s: cannot start its execution actor", run.job, run.ident)
                 self.queue.finished(run.job)
@@ -246,7 +249,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         for record in self.ctx.store.executions_in_states({"queued"}):
             job = self.ctx.catalog.job(record["job"])
             if job is not None and (record["job"], record["id"]) not in self.ctx.running:
-                self.queue.push(record["job"], record["id"], record.get("priority", 0), job)
+                self.queue.push(record["job"], record["id"], record.get("priority", 0), (job, record))
         with self.ctx.queue_lock:
             self.ctx.queued = len(self.queue)
         self._start_runs()

@@ -223,7 +223,7 @@ class System:
                 self.ctx.queued -= 1
             raise
         self.ctx.notify(job, record["id"], record["events"][0])
-        self.ctx.scheduler.tell(RunQueued(job.name, record["id"], 0, job))
+        self.ctx.scheduler.tell(RunQueued(job.name, record["id"], 0, job, record))
         return record
 
     def create_event(self, name: str, ident: int, event: Any, cause: Any, source: str = "api") -> dict:
