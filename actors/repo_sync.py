@@ -26,6 +26,7 @@ import pykka
 from overseer import jobs as jobmodel
 from overseer.catalog import JobSet
 from overseer.exceptions import RepositoryError
+from overseer.parse_cache import ParseCache
 from overseer.snapshots import GIT_CONFIG, Snapshots
 
 from .context import Context, Pingable
@@ -95,9 +96,11 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.snapshots = Snapshots(ctx.catalog.snapshots, self.git_dir, _git_env())
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
+        self._parse_cache: Optional[ParseCache] = None
 
     def on_start(self) -> None:
         self.snapshots.root.mkdir(parents=True, exist_ok=True)
+        self._parse_cache = ParseCache(self.ctx.config.data_path / "job-cache.pickle")
         if self.ctx.config.repository.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="repo-poll", daemon=True)
             self._poller.start()
@@ -184,8 +187,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
     def _load(self, repo: git.Repo, commit: str, previous: JobSet, synced_at: str) -> JobSet:
         dest = self.ctx.catalog.snapshot(commit)
         link_errors = self.snapshots.ensure(commit, previous.commit)
-        found, errors = jobmodel.load_repository(dest)
-        jobs = {name: dataclasses.replace(job, commit=commit) for name, job in found.items()}
+        found, errors = jobmodel.load_repository(dest, cache=self._parse_cache)
+        jobs = {name: jobmodel.with_commit(job, commit) for name, job in found.items()}
         errors = sorted(set(errors) | set(link_errors))
         # A job a commit broke keeps its last valid definition until it is fixed.
         for file, _message in errors:

@@ -152,15 +152,21 @@ def git(root: Path, *args: str) -> str:
 
 
 def make_repo(root: Path, files: dict[str, str]) -> str:
-    """A git repository at `root` holding `files` (relative path -> text); returns the sha."""
+    """A git repository at `root` holding `files` (relative path -> text); returns the sha.
+
+    Packed, as a repository served by a git host is, and with git's automatic gc off: a commit
+    of thousands of files would otherwise start a `gc --auto` in the background that packs
+    while the case measures (taking CPU, and deleting loose objects under a running clone)."""
     root.mkdir(parents=True)
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     git(root, "init", "-q", "-b", "main")
+    git(root, "config", "gc.auto", "0")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "bench jobs")
+    git(root, "repack", "-adq")
     return git(root, "rev-parse", "HEAD")
 
 
