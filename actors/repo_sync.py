@@ -96,17 +96,19 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.snapshots = Snapshots(ctx.catalog.snapshots, self.git_dir, _git_env())
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
-        self._parse_cache: Optional[ParseCache] = None
+        self.parse_cache: Optional[ParseCache] = None
 
     def on_start(self) -> None:
         self.snapshots.root.mkdir(parents=True, exist_ok=True)
-        self._parse_cache = ParseCache(self.ctx.config.data_path / "job-cache.pickle")
+        self.parse_cache = ParseCache(self.ctx.config.data_path / "job-cache.pickle")
         if self.ctx.config.repository.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="repo-poll", daemon=True)
             self._poller.start()
 
     def on_stop(self) -> None:
         self._halt.set()
+        if self.parse_cache is not None:
+            self.parse_cache.save()  # what the syncs since the first load parsed
 
     def _poll(self) -> None:
         interval = self.ctx.config.repository.poll_interval
@@ -187,7 +189,12 @@ class RepoSync(Pingable, pykka.ThreadingActor):
     def _load(self, repo: git.Repo, commit: str, previous: JobSet, synced_at: str) -> JobSet:
         dest = self.ctx.catalog.snapshot(commit)
         link_errors = self.snapshots.ensure(commit, previous.commit)
-        found, errors = jobmodel.load_repository(dest, cache=self._parse_cache)
+        found, errors = jobmodel.load_repository(dest, cache=self.parse_cache)
+        if previous.commit is None:
+            # The first load of this process: written now, so the next start parses only what
+            # changes meanwhile. Later syncs change a few files; they are written at stop (a
+            # 10,000-job cache takes half a second to write, which a sync should not pay).
+            self.parse_cache.save_soon()
         jobs = {name: jobmodel.with_commit(job, commit) for name, job in found.items()}
         errors = sorted(set(errors) | set(link_errors))
         # A job a commit broke keeps its last valid definition until it is fixed.

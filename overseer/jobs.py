@@ -13,7 +13,6 @@ import math
 import os
 import re
 import stat
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -403,8 +402,8 @@ def parse_job(root: Path, relpath: str, data: bytes | None = None, cache: ParseC
 def load_repository(root: Path, cache: ParseCache | None = None
                     ) -> tuple[dict[str, Job], list[tuple[str, str]]]:
     """Every valid job under ``root`` by name, and every problem as ``(file, message)``, by file.
-    With ``cache``, unchanged files are not parsed again, and the cache is saved afterwards (on a
-    thread of its own: the jobs are ready before it is written)."""
+    With ``cache``, unchanged files are not parsed again, and what this load used is left in
+    ``cache.used`` for ``cache.save``."""
     root = Path(root)
     used: dict | None = {} if cache is not None else None
     paths, links = scan(root)
@@ -427,7 +426,7 @@ def load_repository(root: Path, cache: ParseCache | None = None
             except JobDefinitionError as exc:
                 errors.append((paths[0], str(exc)))
     if cache is not None:
-        threading.Thread(target=cache.save, args=(used,), name="parse-cache", daemon=True).start()
+        cache.used = used
     errors.sort()
     if errors:
         log.info("job repository %s: %d valid jobs, %d problems", root, len(jobs), len(errors))

@@ -56,6 +56,7 @@ class ParseCache:
         self.path = path
         self._code = _code_key()
         self.entries: dict[tuple[str, bytes], Any] = {}
+        self.used: Optional[dict[tuple[str, bytes], Any]] = None  # what the last load used
         self.hits = 0
         self._lock = threading.Lock()
         if path is not None:
@@ -80,9 +81,15 @@ class ParseCache:
             self.hits += 1
         return job
 
-    def save(self, used: dict[tuple[str, bytes], Any]) -> None:
-        """Write ``used`` as the cache (atomically) unless it is what the file already holds."""
-        if self.path is None:
+    def save_soon(self) -> None:
+        """``save`` on a thread of its own (the jobs are in use before the file is written)."""
+        threading.Thread(target=self.save, name="parse-cache", daemon=True).start()
+
+    def save(self, used: Optional[dict[tuple[str, bytes], Any]] = None) -> None:
+        """Write ``used`` (by default what the last load used) as the cache, atomically, unless it
+        is what the file already holds."""
+        used = self.used if used is None else used
+        if self.path is None or used is None:
             return
         with self._lock:
             if used.keys() == self.entries.keys():

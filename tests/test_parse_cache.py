@@ -35,7 +35,8 @@ FILES = {f"team/job{i}.yml": f"command: echo {i} {{{{ who }}}}\nvars:\n  - {{nam
 def test_a_restart_takes_unchanged_files_from_the_cache(tmp_path):
     root, path = tmp_path / "jobs", tmp_path / "job-cache.pickle"
     _write(root, FILES)
-    first, errors = jobmodel.load_repository(root, cache=ParseCache(path))
+    first, errors = jobmodel.load_repository(root, cache=(cache := ParseCache(path)))
+    cache.save_soon()
     assert errors == [] and len(first) == 20
     _saved(path, 20)
     (root / "team/job3.yml").write_text("command: echo changed\n")
@@ -50,11 +51,13 @@ def test_a_restart_takes_unchanged_files_from_the_cache(tmp_path):
 def test_a_file_broken_since_its_cached_parse_is_reported(tmp_path):
     root, path = tmp_path / "jobs", tmp_path / "job-cache.pickle"
     _write(root, FILES)
-    jobmodel.load_repository(root, cache=ParseCache(path))
+    jobmodel.load_repository(root, cache=(cache := ParseCache(path)))
+    cache.save_soon()
     _saved(path, 20)
     (root / "team/job5.yml").write_text("command: echo\nbogus: 1\n")
     (root / "team/job6.yml").unlink()
-    found, errors = jobmodel.load_repository(root, cache=ParseCache(path))
+    found, errors = jobmodel.load_repository(root, cache=(cache := ParseCache(path)))
+    cache.save_soon()
     assert "team.job5" not in found and "team.job6" not in found and len(found) == 18
     assert [file for file, _ in errors] == ["team/job5.yml"] and "bogus" in errors[0][1]
 
@@ -66,6 +69,7 @@ def test_a_damaged_or_foreign_cache_means_a_full_parse(tmp_path, caplog):
     cache = ParseCache(path)
     found, errors = jobmodel.load_repository(root, cache=cache)
     assert len(found) == 20 and cache.hits == 0 and "unreadable" in caplog.text
+    cache.save()
     _saved(path, 20)
     blob = pickle.loads(path.read_bytes())
     assert len(blob["entries"]) == 20
@@ -81,10 +85,32 @@ def test_a_script_job_from_the_cache_still_checks_its_script(tmp_path):
     root, path = tmp_path / "jobs", tmp_path / "job-cache.pickle"
     _write(root, {"deploy.yml": "script: deploy.sh\n", "scripts/deploy.sh": "#!/bin/sh\necho hi\n"})
     (root / "scripts/deploy.sh").chmod(0o755)
-    found, errors = jobmodel.load_repository(root, cache=ParseCache(path))
+    found, errors = jobmodel.load_repository(root, cache=(cache := ParseCache(path)))
+    cache.save_soon()
     assert errors == [] and "deploy" in found
     _saved(path, 1)
     (root / "scripts/deploy.sh").unlink()
     cache = ParseCache(path)
     found, errors = jobmodel.load_repository(root, cache=cache)
     assert "deploy" not in found and errors and errors[0][0] == "deploy.yml"
+
+
+def test_a_restarted_server_parses_only_what_changed(tmp_path, job_repo):
+    from overseer.actors.system import System
+
+    from .conftest import make_config
+
+    job_repo.commit({f"j{i}.yml": {"command": f"echo {i}"} for i in range(5)}, "initial")
+    config = make_config(tmp_path, job_repo)
+    system = System(config).start()
+    job_repo.commit({"j0.yml": {"command": "echo changed"}}, "change one")
+    system.sync()
+    system.stop()  # writes what the sync parsed
+    system = System(config).start()
+    try:
+        repo_sync = system.supervisor.proxy().child("repo_sync").get(timeout=10)
+        cache = repo_sync.proxy().parse_cache.get(timeout=10)
+        assert cache.hits == 5
+        assert system.job("j0").command == "echo changed"
+    finally:
+        system.stop()
