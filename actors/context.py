@@ -3,7 +3,8 @@ process monitor, the live executions, and the way to reach the other actors.
 
 The references to other actors are set by the Supervisor once it has started
 them; messages go through ``tell``-style proxy calls whose futures nobody
-waits on (DESIGN.md: actors never block on each other).
+waits on (DESIGN.md: actors never block on each other). The ``Dispatcher``
+(the run queue under a lock) is shared: see ``dispatch``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from overseer.jobs import Job
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
 
-from .messages import EventRecorded, RunFinished
+from .messages import EventRecorded
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class Context:
     running: dict = field(default_factory=dict)  # (job, id) -> Execution actor ref
     scheduler: Optional[Any] = None  # Scheduler actor ref
     notifier: Optional[Any] = None  # Notifier actor ref
-    queued: int = 0  # executions stored as queued and not started yet (guarded by queue_lock)
-    queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    dispatcher: Optional[Any] = None  # the run queue (actors.dispatch.Dispatcher)
     # Set (under launch_lock) when the server begins to stop: no Execution starts a process after it.
     stopping: bool = False
     launch_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,11 +71,9 @@ class Context:
                       event["name"])
 
     def run_finished(self, job: str, ident: int) -> None:
-        if self.scheduler is not None:
-            try:
-                self.scheduler.tell(RunFinished(job, ident))
-            except pykka.ActorDeadError:
-                log.error("%s/%s: finished while the scheduler was down", job, ident)
+        """A run of ``job`` gave its slot back: the next that may start starts on this thread."""
+        if self.dispatcher is not None:
+            self.dispatcher.finished(job)
 
 
 def _listens(hooks: Any, event: str) -> bool:

@@ -1,9 +1,12 @@
 """The Execution actor: one per run. It owns its process from start to reaping.
 
-The process is started through the ``ProcessMonitor`` (one thread pumping every
-pipe); this actor's thread handles the run's commands (signals from the API,
-events from the job) and the monitor's notices (exit, time-out), so each run's
-record changes in order.
+``Execution.begin`` makes the actor and starts its process on the thread that
+admitted the run (see ``dispatch``: a trigger's HTTP worker, the Scheduler, or
+the actor of the run that just ended), then starts the actor's loop. The
+process is started through the ``ProcessMonitor`` (one thread pumping every
+pipe); from then on this actor's thread handles the run's commands (signals
+from the API, events from the job) and the monitor's notices (exit,
+time-out), so each run's record changes in order.
 """
 from __future__ import annotations
 
@@ -82,6 +85,24 @@ _THREADS = _ThreadReuse()
 
 
 class Execution(pykka.ThreadingActor):
+    @classmethod
+    def begin(cls, ctx: Context, job: Job, record: dict) -> pykka.ActorRef:
+        """Make the run's actor and start its process here, on the calling thread; the actor's
+        own thread takes over from there. Never raises for the run's own faults: a failure to
+        start finishes the run (``fail``, with the cause)."""
+        actor = cls(ctx, job, record)
+        pykka.ActorRegistry.register(actor.actor_ref)
+        try:
+            actor._launch()
+        except Exception as e:
+            actor.on_failure(type(e), e, e.__traceback__)
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue:
+        return queue.SimpleQueue()  # put, get and empty are all an inbox needs; lighter than Queue
+
     def __init__(self, ctx: Context, job: Job, record: dict):
         super().__init__()
         self.ctx = ctx
@@ -103,13 +124,6 @@ class Execution(pykka.ThreadingActor):
     # -- lifecycle ---------------------------------------------------------------------------
     def _start_actor_loop(self) -> None:
         _THREADS.run(self._actor_loop)
-
-    def on_start(self) -> None:
-        try:
-            self._launch()
-        except Exception as e:  # pykka calls no on_failure for on_start: finish the run here
-            self.on_failure(type(e), e, e.__traceback__)
-            raise
 
     def _launch(self) -> None:
         self.ctx.inject("execution.start")

@@ -37,25 +37,6 @@ class JobsLoaded:
 
 
 @dataclass(frozen=True)
-class RunQueued:
-    """An execution record was stored in state ``queued`` and waits for a slot."""
-
-    job: str
-    ident: int
-    priority: int
-    job_def: Any  # the Job (immutable) as defined by the commit the execution was created at
-    record: Any = None  # the stored record, when the sender has it (saves the Scheduler a read)
-
-
-@dataclass(frozen=True)
-class RunFinished:
-    """An Execution actor recorded its final event and is about to stop."""
-
-    job: str
-    ident: int
-
-
-@dataclass(frozen=True)
 class EventRecorded:
     """An event was stored on an execution; the Notifier delivers its webhooks."""
 

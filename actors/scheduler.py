@@ -1,10 +1,9 @@
-"""The Scheduler actor: schedule fires and the run queue.
+"""The Scheduler actor: schedule fires.
 
 It keeps a heap of every schedule entry's next slot and wakes exactly when the
 earliest is due (a timer thread tells it ``Tick``); the arithmetic is the pure
-``overseer.schedule``. Executions wait in the ``RunQueue`` until a slot is
-free under ``max_concurrent`` and the job's own limit, then each gets its
-Execution actor.
+``overseer.schedule``. The runs it creates go to the ``Dispatcher`` (the run
+queue), which starts those a slot is free for at once, on this thread.
 """
 from __future__ import annotations
 
@@ -26,12 +25,10 @@ from overseer import schedule as sched
 from overseer.catalog import JobSet
 from overseer.exceptions import OverseerError
 from overseer.jobs import Job
-from overseer.run_queue import RunQueue
 from overseer.vars import validate_params
 
 from .context import Context, Pingable
-from .execution import Execution
-from .messages import JobsLoaded, RunFinished, RunQueued
+from .messages import JobsLoaded
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,6 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         super().__init__()
         self.ctx = ctx
         self.clock = clock
-        self.queue = RunQueue(ctx.config.execution.max_concurrent)
         self.jobs: dict[str, Job] = {}
         self.started_at = clock()
         self._heap: list = []  # (next slot, seq, job name, entry key)
@@ -116,18 +112,11 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             self._timer.stop()
 
     def on_receive(self, message) -> None:
-        """An exception here stops this actor; the Supervisor restarts it and ``rebuild``
-        takes back from the Store and the running executions what the message would have done."""
+        """An exception here stops this actor; the Supervisor restarts it with the current job
+        set, and the last fire times in the Store keep it from firing a slot twice."""
         self.ctx.inject("scheduler." + type(message).__name__)
         if isinstance(message, Tick):
             self.tick()
-        elif isinstance(message, RunQueued):
-            self.queue.push(message.job, message.ident, message.priority,
-                            (message.job_def, message.record))
-            self._start_runs()
-        elif isinstance(message, RunFinished):
-            self.queue.finished(message.job)
-            self._start_runs()
         elif isinstance(message, JobsLoaded):
             self.load(message.jobset)
 
@@ -188,7 +177,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 if fire is not None:
                     pending.append(fire)
             self._push(key, entry, anchor, now)
-        created = []
+        created, runs = [], []
         for name, entry, slot, job, future in pending:
             try:
                 record = future.result()
@@ -196,13 +185,12 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 log.error("%s: scheduled run for %s not created: %s", name, slot, e)
                 continue
             log.info("%s/%s: scheduled for %s", name, record["id"], ex.now_iso(slot))
-            self.queue.push(name, record["id"], entry.priority, (job, record))
-            with self.ctx.queue_lock:
-                self.ctx.queued += 1
+            runs.append((job, record, entry.priority))
             created.append(record)
         if self._timer:
             self._timer.set(self._heap[0][0] if self._heap else None)
-        self._start_runs()
+        if runs and not self.paused:
+            self.ctx.dispatcher.submit_many(runs)
         return created
 
     def _fire(self, name: str, entry: sched.ScheduleEntry, slot: _dt.datetime):
@@ -219,41 +207,6 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             name, record, keep=self.ctx.config.retention.executions_per_job)
         return name, entry, slot, job, future
 
-    # -- the run queue -----------------------------------------------------------------------
-    def _limit(self, name: str) -> Optional[int]:
-        job = self.jobs.get(name)
-        return job.max_concurrent if job else None
-
-    def _start_runs(self) -> None:
-        if self.paused:
-            return
-        for run in self.queue.take_startable(self._limit):
-            with self.ctx.queue_lock:
-                self.ctx.queued -= 1
-            job, record = run.payload
-            if record is None:
-                record = self.ctx.store.get_execution(run.job, run.ident)
-            if record is None or record.get("state") != "queued":
-                self.queue.finished(run.job)
-                continue
-            try:
-                Execution.start(self.ctx, job, record)
-            except Exception:
-                log.exception("%s/%s: cannot start its execution actor", run.job, run.ident)
-                self.queue.finished(run.job)
-
-    def rebuild(self, running: list[tuple[str, int]]) -> None:
-        """After a restart of this actor: count what runs, queue again what waits."""
-        for job, _ident in running:
-            self.queue.running[job] += 1
-        for record in self.ctx.store.executions_in_states({"queued"}):
-            job = self.ctx.catalog.job(record["job"])
-            if job is not None and (record["job"], record["id"]) not in self.ctx.running:
-                self.queue.push(record["job"], record["id"], record.get("priority", 0), (job, record))
-        with self.ctx.queue_lock:
-            self.ctx.queued = len(self.queue)
-        self._start_runs()
-
     def pause(self) -> None:
         """The server is stopping: fire nothing more, start nothing more."""
         self.paused = True
@@ -262,5 +215,5 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             self._timer.set(None)
 
     def status(self) -> dict:
-        return {"queued": len(self.queue), "running": self.queue.running_total,
-                "entries": len(self._entries)}
+        dispatcher = self.ctx.dispatcher
+        return {"queued": dispatcher.queued, "running": dispatcher.running, "entries": len(self._entries)}

@@ -100,7 +100,6 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         elif name == "scheduler":
             ref = Scheduler.start(self.ctx)
             self.ctx.scheduler = ref
-            ref.proxy().rebuild(list(self.ctx.running)).get(timeout=10)
             if self.ctx.catalog.current.commit is not None:
                 ref.tell(JobsLoaded(self.ctx.catalog.current))
         else:
@@ -139,6 +138,8 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         scheduler = self.children.get("scheduler")
         if scheduler is not None and scheduler.is_alive():
             scheduler.proxy().pause().get(timeout=10)
+        if self.ctx.dispatcher is not None:
+            self.ctx.dispatcher.pause()
         with self.ctx.launch_lock:
             self.ctx.stopping = True
             running = list(self.ctx.running.values())

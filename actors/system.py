@@ -13,7 +13,6 @@ import logging
 import os
 import resource
 import stat
-import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,8 +31,9 @@ from overseer.store import Store
 from overseer.vars import validate_params
 
 from .context import Context
+from .dispatch import Dispatcher
 from .event_socket import EventSocket
-from .messages import RunQueued
+from .execution import Execution
 from .scheduler import make_execution, utcnow
 from .supervisor import Supervisor
 
@@ -44,7 +44,6 @@ if not LIBRARY_DIR.is_dir():  # a source checkout: actors/ sits beside overseer/
     LIBRARY_DIR = Path(__file__).resolve().parent.parent / "overseer" / "library"
 
 ASK_TIMEOUT = 30
-SWITCH_INTERVAL = 0.001
 
 
 def library_dir(data_path: Path) -> Path:
@@ -91,9 +90,6 @@ class System:
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> System:
-        # Hand the GIL over sooner (default 5 ms): a process start waiting on its exec must
-        # not queue behind a busy thread.
-        sys.setswitchinterval(SWITCH_INTERVAL)
         _raise_fd_limit()
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
@@ -103,6 +99,9 @@ class System:
         self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
                            library_dir=library_dir(data), socket_path=data / "event.sock",
                            tmp_dir=data / "tmp")
+        ctx = self.ctx
+        ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
+                                    lambda job, record: Execution.begin(ctx, job, record))
         self.event_socket = EventSocket(self.ctx.socket_path, self._job_event)
         self.event_socket.start()
         self.supervisor = Supervisor.start(self.ctx)
@@ -211,19 +210,19 @@ class System:
         return self._create(job, params, "repeat")
 
     def _create(self, job: Job, params: dict, trigger: str) -> dict:
-        with self.ctx.queue_lock:
-            if self.ctx.queued >= self.config.execution.max_queued:
-                raise QueueFull(f"{self.ctx.queued} executions are waiting (execution.max_queued)")
-            self.ctx.queued += 1
+        """Store the run (durably), then admit it: with a free slot its process starts on this
+        thread before the caller answers."""
+        dispatcher = self.ctx.dispatcher
+        if not dispatcher.reserve(self.config.execution.max_queued):
+            raise QueueFull(f"{dispatcher.queued} executions are waiting (execution.max_queued)")
         try:
             record = self.store.create_execution(job.name, make_execution(job, params, trigger),
                                                  keep=self.config.retention.executions_per_job)
         except BaseException:
-            with self.ctx.queue_lock:
-                self.ctx.queued -= 1
+            dispatcher.unreserve()
             raise
         self.ctx.notify(job, record["id"], record["events"][0])
-        self.ctx.scheduler.tell(RunQueued(job.name, record["id"], 0, job, record))
+        dispatcher.submit(job, dict(record), 0, reserved=True)
         return record
 
     def create_event(self, name: str, ident: int, event: Any, cause: Any, source: str = "api") -> dict:

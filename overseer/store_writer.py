@@ -1,19 +1,22 @@
-"""The store's single writer thread: group commit, map growth, fsync pacing.
+"""The store's writer: group commit, map growth, fsync pacing.
 
-Callers queue ops; the thread drains the whole queue into one write transaction
-and commits it once.  An op is ``fn(batch, *args)``; it raises ``Rejected`` to
-fail before writing anything (only its caller sees the error, the others in the
-batch commit), any other exception makes the batch replay without that op, and
-``MapFullError`` makes the map double and the batch replay.  Nothing an op
-raises stops the thread.
+Callers queue ops; whoever commits drains the whole queue into one write
+transaction and commits it once.  A caller whose op is a record (not output)
+commits on its own thread when no commit is in progress, so an idle store
+costs a trigger no thread hand-over; otherwise, and for every output append,
+the writer thread does it, and under load everything queued meanwhile goes
+into the next batch (group commit).  An op is ``fn(batch, *args)``; it raises
+``Rejected`` to fail before writing anything (only its caller sees the error,
+the others in the batch commit), any other exception makes the batch replay
+without that op, and ``MapFullError`` makes the map double and the batch
+replay.  Nothing an op raises stops the writer.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -31,7 +34,6 @@ log = logging.getLogger(__name__)
 SYNC_INTERVAL = 1.0             # longest time committed output stays without fsync
 MAX_PENDING_BYTES = 64 << 20    # appenders wait while this much output is queued
 MAX_MAP_SIZE = 1 << 44
-_STOP = object()
 APPEND = object()               # marks an output append in the queue
 
 
@@ -105,8 +107,11 @@ class Writer:
     def __init__(self, env: Any, dbs: dict, rwlock: RWLock, name: str,
                  notify: Callable[[Any, set], None]):
         self._env, self._dbs, self._rw, self._name, self._notify = env, dbs, rwlock, name, notify
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._put = self._queue.put
+        self._ops: deque = deque()
+        self._put = self._ops.append
+        self._work = threading.Event()  # ops wait for the writer thread
+        self._committing = threading.Lock()  # held by whoever runs a batch (one write txn at a time)
+        self._batch_thread = 0  # the thread running a batch now (update fns must not write)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._pending_bytes = 0
@@ -121,29 +126,42 @@ class Writer:
         self._syncer = threading.Thread(target=self._sync_loop, name=f"store-sync:{name}", daemon=True)
         self._syncer.start()
 
-    def submit(self, fn: Callable, args: tuple, durable: bool = False) -> Future:
+    def submit(self, fn: Callable, args: tuple, durable: bool = False, inline: bool = True) -> Future:
         """Queue `fn(batch, *args)` and return a Future of its result, resolved once the batch
-        is committed.  With `durable`, the fsync thread flushes the batch to disk at once
-        (without holding up the caller or the next batch); other batches within SYNC_INTERVAL."""
-        if threading.get_ident() == self._thread.ident:
+        is committed: at once, on this thread, when no batch is running; else by the writer
+        thread (always, with ``inline=False``).  With `durable`, the fsync thread flushes the batch
+        to disk at once (without holding up the caller or the next batch); other batches within
+        SYNC_INTERVAL."""
+        if self._batch_thread == threading.get_ident():
             raise StoreError("the store cannot be written from inside an update_execution function")
         future: Future = Future()
         with self._lock:
             if self.closed:
                 raise StoreError(f"the store {self._name} is closed")
             self._put((fn, args, future, durable, 0))
+        if inline and self._committing.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._committing.release()
+            if self._ops:
+                self._work.set()  # queued while this thread committed: the writer takes them
+        else:
+            self._work.set()
         return future
 
     def append(self, ekey: bytes, code: bytes, data: bytes) -> None:
-        """Queue an output append (no answer); waits while too much output is queued."""
+        """Queue an output append for the writer thread (no answer); waits while too much output
+        is queued."""
         with self._lock:
             if self.closed or self._pending_bytes > MAX_PENDING_BYTES:
                 self._wait_for_space()
             self._pending_bytes += len(data)
             self._put((APPEND, (ekey, code, data), None, False, len(data)))
+        self._work.set()
 
     def _wait_for_space(self) -> None:
-        if threading.get_ident() == self._thread.ident:
+        if self._batch_thread == threading.get_ident():
             raise StoreError("the store cannot be written from inside an update_execution function")
         while self._pending_bytes > MAX_PENDING_BYTES and not self.closed:
             self._space.wait()
@@ -156,36 +174,42 @@ class Writer:
             if self.closed:
                 return
             self.closed = True
-            self._put(_STOP)
             self._space.notify_all()
+        self._work.set()
         self._thread.join()
         self._sync_now.set()
         self._syncer.join()
 
     def _run(self) -> None:
-        get = self._queue.get
         while True:
-            item = get()
-            ops, stop = [], False
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    ops.append(item)
+            self._work.wait()
+            self._work.clear()
+            with self._committing:
+                self._drain()
+            if self.closed and not self._ops:
+                return
+
+    def _drain(self) -> None:
+        """Run batches until the queue is empty (the caller holds ``_committing``)."""
+        ops, popleft = self._ops, self._ops.popleft
+        self._batch_thread = threading.get_ident()
+        try:
+            while ops:
+                batch = []
                 try:
-                    item = get(block=False)
-                except queue.Empty:
-                    break
-            if ops:
+                    while True:
+                        batch.append(popleft())
+                except IndexError:
+                    pass
                 try:
-                    self._process(ops)
-                except BaseException as exc:  # the writer thread must outlive any batch
-                    log.exception("store %s: a batch of %d ops failed", self._name, len(ops))
-                    for op in ops:
+                    self._process(batch)
+                except BaseException as exc:  # the writer must outlive any batch
+                    log.exception("store %s: a batch of %d ops failed", self._name, len(batch))
+                    for op in batch:
                         if op[2] is not None and not op[2].done():
                             op[2].set_exception(StoreError(f"store write failed: {exc!r}"))
-            if stop:
-                return
+        finally:
+            self._batch_thread = 0
 
     def _process(self, ops: list) -> None:
         pending = list(ops)

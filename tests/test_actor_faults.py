@@ -53,16 +53,27 @@ def test_execution_actor_failure_at_start(system_factory):
     assert wait_finished(s, "j", 2)["status"] == "complete"
 
 
-def test_scheduler_failure_is_restarted_and_loses_no_run(system_factory):
-    s = system_factory({"j.yml": {"command": "true"}})
+def test_scheduler_failure_is_restarted_and_keeps_firing(system_factory):
+    s = system_factory({"tick.yml": {"command": "true", "schedule": [{"frequency": 1}]}})
     first = s.supervisor.proxy().child("scheduler").get(timeout=10)
-    s.ctx.faults["scheduler.RunQueued"] = Injected("boom in the scheduler")
-    s.trigger("j", {})  # the message that kills the scheduler
-    done = wait_finished(s, "j", 1)  # rebuilt from the store after the restart
-    assert done["status"] == "complete"
-    assert s.supervisor.proxy().child("scheduler").get(timeout=10) is not first
+    wait_finished(s, "tick", 1)
+    s.ctx.faults["scheduler.Tick"] = Injected("boom in the scheduler")  # the next tick kills it
+    wait_for(lambda: s.supervisor.proxy().child("scheduler").get(timeout=10) is not first, 10,
+             "scheduler restarted")
+    newest = s.store.last_execution("tick")["id"]
+    done = wait_finished(s, "tick", newest + 1)  # the restarted scheduler fires again
+    assert done["status"] == "complete" and done["trigger"] == "schedule"
+    slots = [r["scheduled_for"] for r in s.store.list_executions("tick", limit=100)]
+    assert len(slots) == len(set(slots))  # no slot fired twice across the restart
+    s.trigger("tick", {})  # API triggers never depended on it
+    assert wait_finished(s, "tick", s.store.last_execution("tick")["id"])["status"] == "complete"
+
+
+def test_api_runs_start_while_the_scheduler_is_down(system_factory):
+    s = system_factory({"j.yml": {"command": "true"}})
+    s.supervisor.proxy().child("scheduler").get(timeout=10).stop()
     s.trigger("j", {})
-    assert wait_finished(s, "j", 2)["status"] == "complete"
+    assert wait_finished(s, "j", 1)["status"] == "complete"
 
 
 def test_notifier_failure_is_restarted(system_factory, receiver):

@@ -137,14 +137,17 @@ def test_a_run_launching_while_the_server_stops_starts_no_process(system_factory
         plain(point)
 
     s.ctx.inject = inject
-    s.trigger("j", {})
+    # The run starts on the trigger's own thread (its HTTP worker in the server): trigger from one.
+    trigger = threading.Thread(target=s.trigger, args=("j", {}))
+    trigger.start()
     assert entered.wait(10)
     stopper = threading.Thread(target=s.stop)
     stopper.start()
     wait_for(lambda: s.ctx.stopping, 10, "the supervisor to begin stopping")
     release.set()
     stopper.join(30)
-    assert not stopper.is_alive()
+    trigger.join(10)
+    assert not stopper.is_alive() and not trigger.is_alive()
     assert not marker.exists()
     with Store(s.config.data_path / "store") as store:
         record = store.get_execution("j", 1)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from overseer.actors.context import Context
+from overseer.actors.dispatch import Dispatcher
 from overseer.actors.scheduler import Scheduler
 
 from overseer.catalog import Catalog, JobSet
@@ -54,6 +55,9 @@ class Harness:
         self.ctx = Context(config=config, store=self.store, catalog=Catalog(tmp_path / "snapshots"),
                            monitor=None, library_dir=tmp_path, socket_path=tmp_path / "event.sock",
                            tmp_dir=tmp_path)
+        # The runs are stored and admitted; this test is about the slots, so none is started.
+        self.ctx.dispatcher = Dispatcher(config.execution.max_concurrent, self.ctx.catalog,
+                                         lambda job, record: None)
         self.clock = Clock(at(2026, 1, 1))
         self.scheduler = None
 

@@ -193,7 +193,7 @@ def writer_held(store: Store):
         started.set()
         assert release.wait(30)
 
-    future = store._writer.submit(hold, ())
+    future = store._writer.submit(hold, (), inline=False)
     assert started.wait(30)
     try:
         yield

@@ -10,11 +10,13 @@ checker, nothing printed to the screen: CherryPy's own messages go to the
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from typing import Any
 
 import cherrypy
-from cherrypy import _cpserver
+from cheroot.server import HTTPConnection
+from cherrypy import _cpserver, _cpwsgi_server
 
 from overseer.exceptions import ConfigError
 
@@ -45,6 +47,38 @@ def _check_free(host: str, port: int) -> None:
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(addr)
+
+
+# A worker that answered a keep-alive request waits this long on the same connection for the next
+# one before handing the connection back to cheroot's selector: a client sending request after
+# request (a CLI, a CI step, a load test) is then served without two thread hand-overs a request.
+KEEP_WAIT = 0.1
+# ... but only while this many workers stay idle for everyone else.
+KEEP_RESERVE = 4
+
+
+class _Connection(HTTPConnection):
+    """cheroot's connection, served request after request by one worker while requests come."""
+
+    def communicate(self) -> bool:
+        while True:
+            if not super().communicate():
+                return False
+            if self.rfile.has_data():
+                continue  # a pipelined request is buffered already
+            if not self._next_request_soon():
+                return True  # back to the selector: whoever is idle takes it when it speaks
+
+    def _next_request_soon(self) -> bool:
+        requests = self.server.requests
+        if getattr(requests, "idle", 0) <= KEEP_RESERVE or not self.server.ready:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(self.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(KEEP_WAIT * 1000))
+        except (OSError, ValueError):
+            return False
 
 
 class HttpServer:
@@ -82,6 +116,9 @@ class HttpServer:
         server.max_request_body_size = max(server_conf.max_body_bytes * HARD_BODY_FACTOR, HARD_BODY_MIN)
         server.socket_timeout = 60
         server.shutdown_timeout = 5
+        httpserver = _cpwsgi_server.CPWSGIServer(server)
+        httpserver.ConnectionClass = _Connection
+        server.instance = httpserver
         server.subscribe()
         self._server = server
         self.app.closing.clear()
