@@ -1,12 +1,18 @@
 """Overseer: a git-backed job runner."""
 import os
+import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 # The event tool and the bundled example job repository ship as data directories.
 DATA_DIRS = ["overseer.library"] + sorted(
     root.replace(os.sep, ".") for root, _dirs, _files in os.walk("overseer/examples")
     if "__pycache__" not in root)
+
+# The native spawn (overseer/spawn.py): optional, so that a machine without a C compiler still
+# installs, and then starts jobs with subprocess.
+SPAWN = Extension("overseer._spawn", ["overseer/_spawn.c"], optional=True,
+                  extra_compile_args=["-O2", "-Wall"])
 
 setup(
     name="overseer",
@@ -20,6 +26,7 @@ setup(
     python_requires=">=3.9",
     packages=["overseer", "overseer.http", "overseer.actors", *DATA_DIRS],
     package_dir={"overseer.actors": "actors"},
+    ext_modules=[SPAWN] if sys.platform.startswith("linux") else [],
     package_data={"overseer.http": ["openapi.json"], **{d: ["*"] for d in DATA_DIRS}},
     include_package_data=False,
     install_requires=[

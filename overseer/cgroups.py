@@ -160,6 +160,10 @@ class Cgroup:
         except OSError:
             return False
 
+    def open_fd(self) -> int:
+        """A directory fd to start a process inside it (``clone3(CLONE_INTO_CGROUP)``)."""
+        return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
     def kill(self) -> bool:
         return self._write("cgroup.kill", b"1")
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from overseer import cgroups
+from overseer import cgroups, spawn
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,28 @@ def process_start_time(pid: int) -> Optional[int]:
 class Process:
     """A started job process: its process group, optional cgroup and pipes."""
 
-    def __init__(self, popen: subprocess.Popen, cgroup: Optional[cgroups.Cgroup]):
-        self.pid = popen.pid
-        self.pgid = popen.pid  # start_new_session: the leader of its own group and session
+    def __init__(self, pid: int, cgroup: Optional[cgroups.Cgroup], joined: bool,
+                 popen: Optional[subprocess.Popen] = None):
+        self.pid = pid
+        self.pgid = pid  # a new session: the leader of its own group and session
         self.start_time = process_start_time(self.pid)
         self.cgroup = cgroup
+        # Popen path only: kept until the monitor reaps the process, because a Popen that is
+        # collected unfinished goes to subprocess' list of children to reap on its next start.
         self._popen = popen
         self.status: Optional[ExitStatus] = None
-        self._joined = False
+        self._joined = joined  # in its cgroup already (born there, on the native path)
+
+    def _reaped(self) -> None:
+        if self._popen is not None:
+            self._popen.returncode = 0  # reaped by the monitor; keep Popen from waiting again
 
     def _in_cgroup(self) -> bool:
-        """Make sure the process is in its cgroup before the cgroup is used to reach it. It moves
-        itself there as its first act (see ``_entering``); a signal in its first instant may come
-        before that, so the first signal moves it from here (moving twice is harmless). Moving
-        costs the kernel a cgroup-wide lock, which is why a start does not pay for it twice."""
+        """Make sure the process is in its cgroup before the cgroup is used to reach it. The native
+        spawn starts it there; on the Popen path it moves itself there as its first act (see
+        ``_entering``), and a signal in its first instant may come before that, so the first
+        signal moves it from here (moving twice is harmless). Moving costs the kernel a
+        cgroup-wide lock, which is why a start does not pay for it twice."""
         if self.cgroup is None:
             return False
         if not self._joined:
@@ -149,7 +157,7 @@ def _check_executable(path: str) -> None:
 class ProcessMonitor:
     """The one thread that pumps every pipe, reaps every process and runs the timers."""
 
-    def __init__(self, use_cgroups: bool = True):
+    def __init__(self, use_cgroups: bool = True, native_spawn: bool = True):
         self._sel = selectors.DefaultSelector()
         self._lock = threading.Lock()
         self._timers: list = []
@@ -161,6 +169,7 @@ class ProcessMonitor:
         self._pending: list[Callable[[], None]] = []
         self._stop = False
         self.cgroup_root = cgroups.CgroupRoot.find() if use_cgroups else None
+        self.native_spawn = native_spawn  # when spawn.available(); else Popen
         self._thread = threading.Thread(target=self._loop, name="process-monitor", daemon=True)
         self._thread.start()
 
@@ -170,17 +179,57 @@ class ProcessMonitor:
               on_exit: Callable[[ExitStatus], None]) -> Process:
         """Start ``argv`` in its own session; raise OSError when it cannot start."""
         cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
-        if cgroup is not None:
-            argv = _entering(cgroup, argv)
         try:
-            popen = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+            started = None
+            if self.native_spawn and spawn.available():
+                try:
+                    started = self._spawn_native(argv, cwd, env, cgroup)
+                except spawn.Unsupported:
+                    pass  # logged once by spawn(); Popen from now on
+            if started is None:
+                started = self._spawn_popen(argv, cwd, env, cgroup)
         except BaseException:
             if cgroup:
                 cgroup.remove()
             raise
-        proc = Process(popen, cgroup)
+        proc, pidfd, pipes = started
+        watch = _Watch(proc, pidfd, pipes, on_output, on_exit)
+        self._call(lambda: self._register(watch))
+        return proc
+
+    def _spawn_native(self, argv: list[str], cwd: str, env: dict,
+                      cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
+        """clone3: born in its cgroup, with its pidfd; argv runs as it is (no ``_entering``), and
+        exec itself reports a script that cannot run."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        cgroup_fd = -1
+        try:
+            cgroup_fd = cgroup.open_fd() if cgroup else -1
+            pid, pidfd = spawn.spawn(argv, cwd, env, self._devnull, out_w, err_w, cgroup_fd)
+        except BaseException as e:
+            os.close(out_r)
+            os.close(err_r)
+            if isinstance(e, FileNotFoundError) and e.filename == argv[0] and os.path.exists(argv[0]):
+                _check_executable(argv[0])  # it is there: its #! interpreter is not; say so
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+            if cgroup_fd >= 0:
+                os.close(cgroup_fd)
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        return Process(pid, cgroup, joined=True), pidfd, {out_r: "stdout", err_r: "stderr"}
+
+    def _spawn_popen(self, argv: list[str], cwd: str, env: dict,
+                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
+        if cgroup is not None:
+            argv = _entering(cgroup, argv)
+        popen = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        proc = Process(popen.pid, cgroup, joined=False, popen=popen)
         pipes = {}
         for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             fd = os.dup(f.fileno())
@@ -188,10 +237,7 @@ class ProcessMonitor:
             os.set_blocking(fd, False)
             pipes[fd] = stream
         popen.stdout = popen.stderr = None
-        pidfd = os.pidfd_open(proc.pid)
-        watch = _Watch(proc, pidfd, pipes, on_output, on_exit)
-        self._call(lambda: self._register(watch))
-        return proc
+        return proc, os.pidfd_open(proc.pid), pipes
 
     def _register(self, watch: _Watch) -> None:
         for fd in watch.pipes:
@@ -315,7 +361,7 @@ class ProcessMonitor:
             return  # stopped or continued, not ended
         self._sel.unregister(watch.pidfd)
         os.close(watch.pidfd)
-        watch.proc._popen.returncode = 0  # reaped here; keep Popen from waiting again
+        watch.proc._reaped()
         if os.WIFSIGNALED(status):
             exit_status = ExitStatus(None, signal_name(os.WTERMSIG(status)))
         else:

@@ -90,8 +90,9 @@ def test_background_child_is_killed_on_terminate(tree):
 
 def test_child_ignoring_sigterm_is_killed(tree):
     # the child ignores SIGTERM; the main process ignores it too, so only SIGKILL after kill_grace ends it
-    s = tree({"stubborn.yml": {"command": "(trap '' TERM; while :; do sleep 0.1; done) & echo $!; "
-                                          "trap '' TERM; while :; do sleep 0.1; done"}})
+    # The trap comes first: the pid is printed only once both ignore it (a subshell keeps it).
+    s = tree({"stubborn.yml": {"command": "trap '' TERM; (while :; do sleep 0.1; done) & echo $!; "
+                                          "while :; do sleep 0.1; done"}})
     s.trigger("stubborn", {})
     (child,) = _pids(s, "stubborn", 1, 1)
     s.create_event("stubborn", 1, "terminate", "test")

@@ -1,0 +1,328 @@
+/* Start a job process with clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD [| CLONE_INTO_CGROUP]).
+ *
+ * Why not fork/exec or posix_spawn: a child born in its cgroup (CLONE_INTO_CGROUP) is never
+ * migrated, so it never waits for the RCU grace period that a write to cgroup.procs costs on a
+ * cgroup2 mount without favordynmods, and it takes no cgroup-wide lock that blocks other forks.
+ * CLONE_PIDFD hands back the pidfd the monitor needs, race-free and without pidfd_open.
+ *
+ * Why the assembly: with CLONE_VM the child must run on a stack of its own, and clone3 puts it
+ * there right after the syscall instruction, inside the calling function. No C compiler can
+ * express that, so the syscall and the child's first call live in one asm block (as in glibc's
+ * clone3.S and musl's clone.s). Only x86_64 and aarch64 have it; elsewhere available() is
+ * False and the caller uses subprocess.
+ *
+ * The child shares the parent's memory and, while the calling thread is suspended (CLONE_VFORK),
+ * the other threads of the server keep running in it. So the child makes only system calls and
+ * async-signal-safe libc calls: no allocation, no locks, no Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static PyObject *Unsupported;
+
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+#define NATIVE 1
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define CLOSE_RANGE_CLOEXEC_ (1U << 2)
+#define CLONE_PIDFD_ 0x00001000ULL
+#define CLONE_INTO_CGROUP_ 0x200000000ULL
+
+/* Our own copy of struct clone_args: the system's headers may predate the cgroup field. */
+struct clone_args_ {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+#define CLONE_ARGS_SIZE_VER0 64 /* without set_tid and cgroup: what clone3 took in 5.3 */
+#define CLONE_ARGS_SIZE_VER2 88 /* with cgroup (5.7) */
+
+#define CHILD_STACK (64 * 1024)
+
+/* Everything the child reads, made before the clone; and where it reports a failure. */
+struct child {
+    const char *path, *cwd;
+    char *const *argv, *const *envp;
+    int fds[3];
+    int err;       /* errno of the failed step, 0 if it exec'd */
+    int in_chdir;  /* the failed step was chdir(cwd) */
+};
+
+static void child_exit(void) {
+    for (;;)
+        syscall(SYS_exit_group, 127);
+}
+
+static void child_main(void *arg) {
+    struct child *c = arg;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+
+    /* The parent's handlers are Python's: they must never run here (as _posixsubprocess). The
+     * disposition table is the child's own (no CLONE_SIGHAND), so this does not touch the parent.
+     * Errors are the C library's internal signals: skip them. */
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
+            continue;
+        void *h = (sa.sa_flags & SA_SIGINFO) ? (void *)sa.sa_sigaction : (void *)sa.sa_handler;
+        if (h != (void *)SIG_IGN && h != (void *)SIG_DFL)
+            sigaction(sig, &dfl, NULL);
+    }
+    /* Python ignores these; an ignored disposition survives exec (subprocess' restore_signals). */
+    sigaction(SIGPIPE, &dfl, NULL);
+    sigaction(SIGXFSZ, &dfl, NULL);
+
+    if (setsid() < 0)
+        goto fail;
+
+    /* Move sources that sit on 0-2 out of the way first, so no dup2 overwrites one still needed
+     * (the server may run with 0-2 closed, and then its pipes get those numbers). */
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = c->fds[i];
+        if (fds[i] < 3 && (fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            goto fail;
+    }
+    for (int i = 0; i < 3; i++)  /* dup2 clears close-on-exec on the target */
+        if (dup2(fds[i], i) < 0)
+            goto fail;
+    /* Nothing of the server's reaches the job. Failure means an old kernel, where every fd Python
+     * opens is close-on-exec anyway. */
+    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC_);
+
+    if (c->cwd && chdir(c->cwd) < 0) {
+        c->in_chdir = 1;
+        goto fail;
+    }
+    /* Last, so a signal that came meanwhile meets default dispositions only. */
+    uint64_t none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+    execve(c->path, c->argv, c->envp);
+fail:
+    c->err = errno ? errno : EINVAL;  /* errno is the suspended caller's: shared TLS, harmless */
+    child_exit();
+}
+
+/* clone3, with the child calling fn(arg) on its own stack and never coming back here.
+ * Returns the pid, or -errno. */
+static long clone3_call(struct clone_args_ *args, size_t size, void (*fn)(void *), void *arg) {
+#if defined(__x86_64__)
+    long ret = SYS_clone3;
+    register void *r8 __asm__("r8") = arg;  /* survives the syscall into the child */
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        /* child: outermost frame, psABI stack alignment, fn(arg), never return */
+        "xor %%ebp, %%ebp\n\t"
+        "and $-16, %%rsp\n\t"
+        "mov %%r8, %%rdi\n\t"
+        "call *%%rdx\n\t"
+        "mov $127, %%edi\n\t"
+        "mov %[exit_group], %%eax\n\t"
+        "syscall\n\t"
+        "hlt\n"
+        "1:"
+        : "+a"(ret)
+        : "D"(args), "S"(size), "d"(fn), "r"(r8),
+          [exit_group] "i"(SYS_exit_group)
+        : "rcx", "r11", "memory", "cc");
+    return ret;
+#else /* aarch64 */
+    register long x0 __asm__("x0") = (long)args;
+    register long x1 __asm__("x1") = (long)size;
+    register void (*x2)(void *) __asm__("x2") = fn;  /* all but x0 survive the svc */
+    register void *x3 __asm__("x3") = arg;
+    register long x8 __asm__("x8") = SYS_clone3;
+    __asm__ volatile(
+        "svc #0\n\t"
+        "cbnz x0, 1f\n\t"
+        "mov x29, xzr\n\t"
+        "mov x30, xzr\n\t"
+        "mov x0, x3\n\t"
+        "blr x2\n\t"
+        "mov x0, #127\n\t"
+        "mov x8, %[exit_group]\n\t"
+        "svc #0\n\t"
+        "brk #0\n"
+        "1:"
+        : "+r"(x0)
+        : "r"(x1), "r"(x2), "r"(x3), "r"(x8), [exit_group] "i"(SYS_exit_group)
+        : "memory", "cc");
+    return x0;
+#endif
+}
+
+/* A list of str/bytes as a NULL-terminated char* array; the bytes go into *keep. */
+static char **c_array(PyObject *seq, const char *what, PyObject **keep) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    char **out = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    *keep = PyList_New(n);
+    if (!out || !*keep)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b;
+        if (!PyUnicode_FSConverter(PySequence_Fast_GET_ITEM(fast, i), &b))
+            goto error;
+        PyList_SET_ITEM(*keep, i, b);
+        out[i] = PyBytes_AS_STRING(b);
+    }
+    Py_DECREF(fast);
+    return out;
+error:
+    Py_DECREF(fast);
+    Py_CLEAR(*keep);
+    PyMem_Free(out);
+    if (!PyErr_Occurred())
+        PyErr_NoMemory();
+    return NULL;
+}
+
+static PyObject *spawn(PyObject *self, PyObject *args) {
+    PyObject *path_arg, *cwd_arg, *argv_o, *envp_o, *path_o = NULL, *cwd_o = NULL;
+    PyObject *argv_keep = NULL, *envp_keep = NULL, *result = NULL;
+    char **argv = NULL, **envp = NULL;
+    struct child c;
+    int cgroup_fd;
+
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OOOOiiii:spawn", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &c.fds[1], &c.fds[2], &cgroup_fd))
+        return NULL;
+    if (!PyUnicode_FSConverter(path_arg, &path_o) ||
+        (cwd_arg != Py_None && !PyUnicode_FSConverter(cwd_arg, &cwd_o)))
+        goto done;
+    if (!(argv = c_array(argv_o, "argv must be a sequence", &argv_keep)) ||
+        !(envp = c_array(envp_o, "envp must be a sequence", &envp_keep)))
+        goto done;
+    if (!argv[0]) {
+        PyErr_SetString(PyExc_ValueError, "argv must not be empty");
+        goto done;
+    }
+    c.path = PyBytes_AS_STRING(path_o);
+    c.cwd = cwd_o ? PyBytes_AS_STRING(cwd_o) : NULL;
+    c.argv = argv;
+    c.envp = envp;
+
+    /* The child's stack: this frame, idle until the child has exec'd or exited (CLONE_VFORK). */
+    _Alignas(16) char stack[CHILD_STACK];
+    int pidfd = -1;
+    struct clone_args_ ca;
+    memset(&ca, 0, sizeof ca);
+    ca.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD_;
+    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.exit_signal = SIGCHLD;
+    ca.stack = (uint64_t)(uintptr_t)stack;
+    ca.stack_size = sizeof stack;
+    size_t size = CLONE_ARGS_SIZE_VER0;  /* lets a 5.3 kernel take a spawn without cgroup */
+    if (cgroup_fd >= 0) {
+        ca.flags |= CLONE_INTO_CGROUP_;
+        ca.cgroup = (uint64_t)cgroup_fd;
+        size = CLONE_ARGS_SIZE_VER2;
+    }
+
+    long pid;
+    Py_BEGIN_ALLOW_THREADS
+    /* No signal handler may run in the child before it has reset them; the child unblocks. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = clone3_call(&ca, size, child_main, &c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    Py_END_ALLOW_THREADS
+
+    if (pid < 0) {
+        int e = (int)-pid;
+        /* No clone3, flags this kernel lacks, or a seccomp filter: the caller stops trying. */
+        PyObject *type = (e == ENOSYS || e == EINVAL || e == EPERM || e == E2BIG) ? Unsupported
+                                                                                  : PyExc_OSError;
+        PyObject *exc = PyObject_CallFunction(type, "is", e, strerror(e));
+        if (exc) {
+            PyErr_SetObject(type, exc);
+            Py_DECREF(exc);
+        }
+        goto done;
+    }
+    if (c.err) {
+        /* It failed before exec and has exited: reap it, then raise what Popen would. */
+        int status;
+        while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        close(pidfd);
+        errno = c.err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c.in_chdir ? cwd_arg : path_arg);
+        goto done;
+    }
+    result = Py_BuildValue("(li)", pid, pidfd);
+done:
+    PyMem_Free(argv);
+    PyMem_Free(envp);
+    Py_XDECREF(argv_keep);
+    Py_XDECREF(envp_keep);
+    Py_XDECREF(path_o);
+    Py_XDECREF(cwd_o);
+    return result;
+}
+#endif /* NATIVE */
+
+static PyObject *available(PyObject *self, PyObject *unused) {
+#ifdef NATIVE
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+#ifdef NATIVE
+    {"spawn", spawn, METH_VARARGS,
+     "spawn(path, argv, envp, cwd, stdin_fd, stdout_fd, stderr_fd, cgroup_fd) -> (pid, pidfd)\n\n"
+     "Start path in a new session with the three fds as 0-1-2, nothing else open, and, when\n"
+     "cgroup_fd >= 0, inside that cgroup from its first instant."},
+#endif
+    {"available", available, METH_NOARGS, "True where this build has the native spawn."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "overseer._spawn",
+    .m_doc = "Start job processes straight into their cgroup.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__spawn(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Unsupported = PyErr_NewExceptionWithDoc(
+        "overseer._spawn.Unsupported",
+        "clone3 with these flags is not available here (old kernel, seccomp): use subprocess.",
+        PyExc_OSError, NULL);
+    if (!Unsupported || PyModule_AddObject(m, "Unsupported", Unsupported) < 0) {
+        Py_CLEAR(Unsupported);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(Unsupported);  /* the module's reference; ours stays in the static */
+    return m;
+}
