@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import secrets
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -30,6 +28,7 @@ from overseer.jobs import Job
 from overseer.runner import ExitStatus, Process
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
+from .pool import ActorPool, PooledActor
 
 if TYPE_CHECKING:
     from overseer.actors.context import Context
@@ -40,51 +39,15 @@ _SIGNALS = {"stop": signal.SIGSTOP, "continue": signal.SIGCONT,
             "terminate": signal.SIGTERM, "kill": signal.SIGKILL}
 
 
-class _ThreadReuse:
-    """Threads for Execution actors, kept a while after their run to serve the next one:
-    starting a thread was a tenth of the trigger-to-start time. Unbounded like the actors
-    it serves; an idle thread exits after ``IDLE`` seconds."""
-
-    IDLE = 30.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue] = []
-
-    def run(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is not None:
-            inbox.put(fn)
-            return
-        inbox = queue.SimpleQueue()
-        inbox.put(fn)
-        threading.Thread(target=self._work, args=(inbox,), name="execution", daemon=True).start()
-
-    def _work(self, inbox: queue.SimpleQueue) -> None:
-        while True:
-            fn = inbox.get()
-            try:
-                fn()
-            except BaseException:  # the actor loop handles its own errors; never lose the thread
-                log.exception("execution thread: unexpected error")
-            with self._lock:
-                self._idle.append(inbox)
-            try:
-                fn = inbox.get(timeout=self.IDLE)
-            except queue.Empty:
-                with self._lock:
-                    if inbox in self._idle:
-                        self._idle.remove(inbox)
-                        return
-                fn = inbox.get()  # handed work while we were timing out
-            inbox.put(fn)
+# The threads that handle Execution actors' messages (see ``pool``): a run's end, its events and
+# signals, and the start of the runs its end lets start. A handler may wait for the Store or for a
+# process start, so there are a few of them; there is no thread per running execution.
+POOL = ActorPool(8, "execution")
 
 
-_THREADS = _ThreadReuse()
+class Execution(PooledActor):
+    pool = POOL
 
-
-class Execution(pykka.ThreadingActor):
     @classmethod
     def begin(cls, ctx: Context, job: Job, record: dict) -> pykka.ActorRef:
         """Make the run's actor and start its process here, on the calling thread; the actor's
@@ -98,10 +61,6 @@ class Execution(pykka.ThreadingActor):
             actor.on_failure(type(e), e, e.__traceback__)
         actor._start_actor_loop()
         return actor.actor_ref
-
-    @staticmethod
-    def _create_actor_inbox() -> queue.SimpleQueue:
-        return queue.SimpleQueue()  # put, get and empty are all an inbox needs; lighter than Queue
 
     def __init__(self, ctx: Context, job: Job, record: dict):
         super().__init__()
@@ -122,9 +81,6 @@ class Execution(pykka.ThreadingActor):
         self._finished = False
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _start_actor_loop(self) -> None:
-        _THREADS.run(self._actor_loop)
-
     def _launch(self) -> None:
         self.ctx.inject("execution.start")
         with self.ctx.launch_lock:

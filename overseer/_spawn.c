@@ -196,17 +196,14 @@ error:
     return NULL;
 }
 
-static PyObject *spawn(PyObject *self, PyObject *args) {
-    PyObject *path_arg, *cwd_arg, *argv_o, *envp_o, *path_o = NULL, *cwd_o = NULL;
-    PyObject *argv_keep = NULL, *envp_keep = NULL, *result = NULL;
+/* The common part of spawn() and spawn_piped(): c.fds are set; path_arg and cwd_arg name the
+ * program and directory. Returns the pid (>= 0, *pidfd set) or -1 with a Python error set. */
+static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObject *cwd_arg,
+                  struct child *c, int cgroup_fd, int *pidfd) {
+    PyObject *path_o = NULL, *cwd_o = NULL, *argv_keep = NULL, *envp_keep = NULL;
     char **argv = NULL, **envp = NULL;
-    struct child c;
-    int cgroup_fd;
+    long pid = -1;
 
-    memset(&c, 0, sizeof c);
-    if (!PyArg_ParseTuple(args, "OOOOiiii:spawn", &path_arg, &argv_o, &envp_o, &cwd_arg,
-                          &c.fds[0], &c.fds[1], &c.fds[2], &cgroup_fd))
-        return NULL;
     if (!PyUnicode_FSConverter(path_arg, &path_o) ||
         (cwd_arg != Py_None && !PyUnicode_FSConverter(cwd_arg, &cwd_o)))
         goto done;
@@ -217,18 +214,17 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "argv must not be empty");
         goto done;
     }
-    c.path = PyBytes_AS_STRING(path_o);
-    c.cwd = cwd_o ? PyBytes_AS_STRING(cwd_o) : NULL;
-    c.argv = argv;
-    c.envp = envp;
+    c->path = PyBytes_AS_STRING(path_o);
+    c->cwd = cwd_o ? PyBytes_AS_STRING(cwd_o) : NULL;
+    c->argv = argv;
+    c->envp = envp;
 
     /* The child's stack: this frame, idle until the child has exec'd or exited (CLONE_VFORK). */
     _Alignas(16) char stack[CHILD_STACK];
-    int pidfd = -1;
     struct clone_args_ ca;
     memset(&ca, 0, sizeof ca);
     ca.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD_;
-    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.pidfd = (uint64_t)(uintptr_t)pidfd;
     ca.exit_signal = SIGCHLD;
     ca.stack = (uint64_t)(uintptr_t)stack;
     ca.stack_size = sizeof stack;
@@ -239,18 +235,18 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
         size = CLONE_ARGS_SIZE_VER2;
     }
 
-    long pid;
+    long got;
     Py_BEGIN_ALLOW_THREADS
     /* No signal handler may run in the child before it has reset them; the child unblocks. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = clone3_call(&ca, size, child_main, &c);
+    got = clone3_call(&ca, size, child_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     Py_END_ALLOW_THREADS
 
-    if (pid < 0) {
-        int e = (int)-pid;
+    if (got < 0) {
+        int e = (int)-got;
         /* No clone3, flags this kernel lacks, or a seccomp filter: the caller stops trying. */
         PyObject *type = (e == ENOSYS || e == EINVAL || e == EPERM || e == E2BIG) ? Unsupported
                                                                                   : PyExc_OSError;
@@ -261,17 +257,17 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
         }
         goto done;
     }
-    if (c.err) {
+    if (c->err) {
         /* It failed before exec and has exited: reap it, then raise what Popen would. */
         int status;
-        while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+        while (waitpid((pid_t)got, &status, 0) < 0 && errno == EINTR)
             ;
-        close(pidfd);
-        errno = c.err;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c.in_chdir ? cwd_arg : path_arg);
+        close(*pidfd);
+        errno = c->err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c->in_chdir ? cwd_arg : path_arg);
         goto done;
     }
-    result = Py_BuildValue("(li)", pid, pidfd);
+    pid = got;
 done:
     PyMem_Free(argv);
     PyMem_Free(envp);
@@ -279,6 +275,64 @@ done:
     Py_XDECREF(envp_keep);
     Py_XDECREF(path_o);
     Py_XDECREF(cwd_o);
+    return pid;
+}
+
+static PyObject *spawn(PyObject *self, PyObject *args) {
+    PyObject *path_arg, *cwd_arg, *argv_o, *envp_o;
+    struct child c;
+    int cgroup_fd, pidfd = -1;
+
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OOOOiiii:spawn", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &c.fds[1], &c.fds[2], &cgroup_fd))
+        return NULL;
+    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd);
+    return pid < 0 ? NULL : Py_BuildValue("(li)", pid, pidfd);
+}
+
+/* spawn() with the job's stdout and stderr made here as pipes, their read ends non-blocking, and
+ * its cgroup given by path: one call, one release of the GIL, where the same steps from Python
+ * are ten system calls that each hand the GIL over to whichever thread waits for it. */
+static PyObject *spawn_piped(PyObject *self, PyObject *args) {
+    PyObject *path_arg, *cwd_arg, *argv_o, *envp_o, *cgroup_arg, *cgroup_o = NULL, *result = NULL;
+    struct child c;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, cgroup_fd = -1, pidfd = -1;
+
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "OOOOiO:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &cgroup_arg))
+        return NULL;
+    if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o))
+        return NULL;
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+        fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    if (cgroup_o &&
+        (cgroup_fd = open(PyBytes_AS_STRING(cgroup_o), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, cgroup_arg);
+        goto done;
+    }
+    c.fds[1] = out[1];
+    c.fds[2] = err[1];
+    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd);
+    if (pid >= 0) {
+        result = Py_BuildValue("(liii)", pid, pidfd, out[0], err[0]);
+        if (result)
+            out[0] = err[0] = -1;  /* the caller's now */
+    }
+done:
+    for (int i = 0; i < 2; i++) {
+        if (out[i] >= 0)
+            close(out[i]);
+        if (err[i] >= 0)
+            close(err[i]);
+    }
+    if (cgroup_fd >= 0)
+        close(cgroup_fd);
+    Py_XDECREF(cgroup_o);
     return result;
 }
 #endif /* NATIVE */
@@ -297,6 +351,10 @@ static PyMethodDef methods[] = {
      "spawn(path, argv, envp, cwd, stdin_fd, stdout_fd, stderr_fd, cgroup_fd) -> (pid, pidfd)\n\n"
      "Start path in a new session with the three fds as 0-1-2, nothing else open, and, when\n"
      "cgroup_fd >= 0, inside that cgroup from its first instant."},
+    {"spawn_piped", spawn_piped, METH_VARARGS,
+     "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir) -> (pid, pidfd, stdout_r, stderr_r)\n\n"
+     "spawn() with stdout and stderr as new pipes (their read ends returned, non-blocking) and\n"
+     "the cgroup given by its directory (None: none)."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import os
-import selectors
+import select
 import shlex
 import signal
 import subprocess
@@ -50,10 +50,15 @@ def process_start_time(pid: int) -> Optional[int]:
     """The process's start time in clock ticks since boot (None if it is gone): with the
     pid it names one process, so a reused pid is never mistaken for it."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)  # three system calls, where open() makes six
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     fields = data[data.rindex(b")") + 2:].split()
     return int(fields[19])
 
@@ -158,15 +163,18 @@ class ProcessMonitor:
     """The one thread that pumps every pipe, reaps every process and runs the timers."""
 
     def __init__(self, use_cgroups: bool = True, native_spawn: bool = True):
-        self._sel = selectors.DefaultSelector()
+        # epoll itself, not ``selectors``: a thread that starts a process registers its fds at once
+        # (epoll_ctl is safe while this thread waits in epoll_wait), instead of waking this thread
+        # to do it. ``_fds`` maps each watched fd to (watch, the pipe's fd or None for the pidfd).
+        self._ep = select.epoll()
+        self._fds: dict[int, tuple[_Watch, Optional[int]]] = {}
         self._lock = threading.Lock()
         self._timers: list = []
         self._seq = itertools.count()
         self._cancelled: set = set()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every job's stdin
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._pending: list[Callable[[], None]] = []
+        self._ep.register(self._wake_r, select.EPOLLIN)
         self._stop = False
         self.cgroup_root = cgroups.CgroupRoot.find() if use_cgroups else None
         self.native_spawn = native_spawn  # when spawn.available(); else Popen
@@ -193,33 +201,20 @@ class ProcessMonitor:
                 cgroup.remove()
             raise
         proc, pidfd, pipes = started
-        watch = _Watch(proc, pidfd, pipes, on_output, on_exit)
-        self._call(lambda: self._register(watch))
+        self._register(_Watch(proc, pidfd, pipes, on_output, on_exit))
         return proc
 
     def _spawn_native(self, argv: list[str], cwd: str, env: dict,
                       cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
-        """clone3: born in its cgroup, with its pidfd; argv runs as it is (no ``_entering``), and
-        exec itself reports a script that cannot run."""
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        cgroup_fd = -1
+        """clone3: born in its cgroup, with its pidfd and its pipes, in one call; argv runs as it is
+        (no ``_entering``), and exec itself reports a script that cannot run."""
         try:
-            cgroup_fd = cgroup.open_fd() if cgroup else -1
-            pid, pidfd = spawn.spawn(argv, cwd, env, self._devnull, out_w, err_w, cgroup_fd)
-        except BaseException as e:
-            os.close(out_r)
-            os.close(err_r)
-            if isinstance(e, FileNotFoundError) and e.filename == argv[0] and os.path.exists(argv[0]):
+            pid, pidfd, out_r, err_r = spawn.spawn_piped(argv, cwd, env, self._devnull,
+                                                         cgroup.path if cgroup else None)
+        except FileNotFoundError as e:
+            if e.filename == argv[0] and os.path.exists(argv[0]):
                 _check_executable(argv[0])  # it is there: its #! interpreter is not; say so
             raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-            if cgroup_fd >= 0:
-                os.close(cgroup_fd)
-        os.set_blocking(out_r, False)
-        os.set_blocking(err_r, False)
         return Process(pid, cgroup, joined=True), pidfd, {out_r: "stdout", err_r: "stderr"}
 
     def _spawn_popen(self, argv: list[str], cwd: str, env: dict,
@@ -240,9 +235,20 @@ class ProcessMonitor:
         return proc, os.pidfd_open(proc.pid), pipes
 
     def _register(self, watch: _Watch) -> None:
-        for fd in watch.pipes:
-            self._sel.register(fd, selectors.EVENT_READ, (watch, fd))
-        self._sel.register(watch.pidfd, selectors.EVENT_READ, (watch, None))
+        """Watch a started process's pipes and pidfd (from any thread). The pidfd comes last: the
+        monitor may read a pipe to its end before the other is watched, but reaps only after."""
+        for fd in list(watch.pipes):  # the monitor may close the first before the second is in
+            self._fds[fd] = (watch, fd)
+            self._ep.register(fd, select.EPOLLIN)
+        self._fds[watch.pidfd] = (watch, None)
+        self._ep.register(watch.pidfd, select.EPOLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` and close it (monitor thread only: no fd number is reused while
+        an event of this batch may still name it)."""
+        self._ep.unregister(fd)
+        del self._fds[fd]
+        os.close(fd)
 
     # -- timers ------------------------------------------------------------------------------
     def call_at(self, when: float, fn: Callable[[], None]) -> int:
@@ -265,13 +271,9 @@ class ProcessMonitor:
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
+            self._ep.close()
 
     # -- the loop ----------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            self._pending.append(fn)
-        self._wake()
-
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
@@ -279,22 +281,24 @@ class ProcessMonitor:
             pass
 
     def _loop(self) -> None:
+        fds, wake = self._fds, self._wake_r
         while not self._stop:
             timeout = self._run_timers()
             try:
-                events = self._sel.select(timeout)
-            except OSError as e:  # pragma: no cover - EINTR is retried by selectors
-                log.error("process monitor: select failed: %s", e)
+                events = self._ep.poll(-1 if timeout is None else timeout)
+            except OSError as e:  # pragma: no cover - EINTR is retried by poll
+                log.error("process monitor: epoll failed: %s", e)
                 continue
-            for key, _mask in events:
-                if key.data is None:
+            for fd, _mask in events:
+                if fd == wake:
                     self._drain_wake()
                     continue
-                watch, fd = key.data
-                if fd is not None and fd not in watch.pipes:
+                entry = fds.get(fd)
+                if entry is None:
                     continue  # closed by a reap earlier in this same batch of events
+                watch, pipe = entry
                 try:
-                    if fd is None:
+                    if pipe is None:
                         self._reap(watch)
                     else:
                         self._read(watch, fd)
@@ -302,15 +306,12 @@ class ProcessMonitor:
                     log.exception("process monitor: error handling pid %s", watch.proc.pid)
 
     def _drain_wake(self) -> None:
+        """A timer was set: the loop computes its next timeout."""
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for fn in pending:
-            fn()
 
     def _run_timers(self) -> Optional[float]:
         while True:
@@ -348,8 +349,7 @@ class ProcessMonitor:
         return False
 
     def _close_pipe(self, watch: _Watch, fd: int) -> None:
-        self._sel.unregister(fd)
-        os.close(fd)
+        self._unwatch(fd)
         del watch.pipes[fd]
 
     def _reap(self, watch: _Watch) -> None:
@@ -359,8 +359,7 @@ class ProcessMonitor:
             pid, status = watch.proc.pid, 0
         if pid == 0:
             return  # stopped or continued, not ended
-        self._sel.unregister(watch.pidfd)
-        os.close(watch.pidfd)
+        self._unwatch(watch.pidfd)
         watch.proc._reaped()
         if os.WIFSIGNALED(status):
             exit_status = ExitStatus(None, signal_name(os.WTERMSIG(status)))

@@ -51,15 +51,28 @@ def spawn(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: i
     other fd, exactly ``env``, in ``cwd`` and, when ``cgroup_fd >= 0``, in that cgroup. Returns
     ``(pid, pidfd)``; raises OSError as Popen would when it cannot start, and ``Unsupported``
     (once; ``available()`` is False from then on) when this kernel cannot do it."""
+    return _call(_spawn.spawn if _built else None, argv, env, cwd, stdin, stdout, stderr, cgroup_fd)
+
+
+def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: int,
+                cgroup_dir: Optional[os.PathLike]) -> tuple[int, int, int, int]:
+    """``spawn`` with the job's stdout and stderr made as pipes in the same call, and the cgroup
+    given by its directory: ``(pid, pidfd, stdout_r, stderr_r)``, the read ends non-blocking and
+    close-on-exec."""
+    return _call(_spawn.spawn_piped if _built else None, argv, env, cwd, stdin,
+                 None if cgroup_dir is None else os.fspath(cgroup_dir))
+
+
+def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds) -> tuple:
     global _unsupported
-    if not _built:
+    if fn is None:
         raise Unsupported(errno.ENOSYS, "the native spawn is not built")
     path = argv[0]
     if "/" not in path:  # as Popen: search the job's PATH, not the server's
         path = shutil.which(path, path=os.fsdecode(env.get(b"PATH", os.defpath.encode()))) or path
     envp = [k + b"=" + v for k, v in env.items()]
     try:
-        return _spawn.spawn(path, argv, envp, cwd, stdin, stdout, stderr, cgroup_fd)
+        return fn(path, argv, envp, cwd, *fds)
     except Unsupported as e:
         if not _unsupported:
             _unsupported = True
