@@ -43,6 +43,7 @@ class Context:
     scheduler: Optional[Any] = None  # Scheduler actor ref
     notifier: Optional[Any] = None  # Notifier actor ref
     dispatcher: Optional[Any] = None  # the run queue (actors.dispatch.Dispatcher)
+    scratch: Optional[Any] = None  # runs' TMPDIRs made ahead (overseer.ready_pool.ReadyPool of str)
     # Set (under launch_lock) when the server begins to stop: no Execution starts a process after it.
     stopping: bool = False
     launch_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -108,7 +108,9 @@ class Execution(PooledActor):
             return
         try:
             snapshot = self.ctx.catalog.snapshot(self.job.commit)
-            self.tmpdir = _make_tmpdir(self.ctx.tmp_dir / f"{self.name}-{self.ident}")
+            self.tmpdir = self.ctx.scratch.take() if self.ctx.scratch else None
+            if self.tmpdir is None:
+                self.tmpdir = _make_tmpdir(self.ctx.tmp_dir / f"{self.name}-{self.ident}")
             env = self._environment(snapshot)
             self.proc = self.ctx.monitor.start(
                 argv, cwd=str(snapshot), env=env, name=f"{self.name}-{self.ident}-{self.token[:6]}",

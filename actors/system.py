@@ -9,14 +9,16 @@ output go straight to the Store.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import resource
+import shutil
 import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pykka
 
@@ -26,6 +28,7 @@ from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
 from overseer.jobs import JOB_NAME_RE, Job
+from overseer.ready_pool import ReadyPool
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
 from overseer.vars import validate_params
@@ -77,6 +80,44 @@ def _raise_fd_limit() -> None:
             log.warning("cannot raise the open-file limit from %d: %s", soft, e)
 
 
+SCRATCH_READY = 16  # TMPDIRs kept made ahead (see overseer.ready_pool)
+
+
+def _scratch_maker(root: Path) -> Callable[[], Optional[str]]:
+    """Makes ``root/run-N``: a run's TMPDIR (its name need not say whose: the run's environment
+    tells the job, and the directory goes when the run ends)."""
+    prefix, numbers = f"{root}/run-", itertools.count(1)
+
+    def make() -> Optional[str]:
+        path = f"{prefix}{next(numbers)}"
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as e:
+            log.warning("cannot make a TMPDIR in %s: %s", root, e)
+            return None
+        return path
+    return make
+
+
+def _remove_dir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _clear_dir(path: Path) -> None:
+    path.mkdir(exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 class System:
     def __init__(self, config: Config):
         self.config = config
@@ -93,13 +134,14 @@ class System:
         _raise_fd_limit()
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
-        (data / "tmp").mkdir(exist_ok=True)
+        _clear_dir(data / "tmp")  # the TMPDIRs of runs a stopped or killed server left
         self.store = Store(data / "store")
         monitor = ProcessMonitor()
         self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
                            library_dir=library_dir(data), socket_path=data / "event.sock",
                            tmp_dir=data / "tmp")
         ctx = self.ctx
+        ctx.scratch = ReadyPool(_scratch_maker(ctx.tmp_dir), SCRATCH_READY, "scratch-dirs", _remove_dir)
         ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
                                     lambda job, record: Execution.begin(ctx, job, record))
         self.event_socket = EventSocket(self.ctx.socket_path, self._job_event)
@@ -122,6 +164,8 @@ class System:
         if self.event_socket:
             self.event_socket.stop()
         if self.ctx:
+            if self.ctx.scratch:
+                self.ctx.scratch.close()
             self.ctx.monitor.stop()
             if self.ctx.monitor.cgroup_root:
                 self.ctx.monitor.cgroup_root.remove()

@@ -8,6 +8,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from overseer.exceptions import ConfigError, OverseerError
@@ -21,18 +22,73 @@ def _serve(args: argparse.Namespace) -> int:
         listener.stop()
 
 
-def _log_through_queue(level: str) -> logging.handlers.QueueListener:
-    """Log lines are written to stderr by one thread of their own: the threads that run jobs
-    and answer requests only queue them (under load they queued up on the handler's lock)."""
+LOG_GATHER = 0.05  # seconds a burst of log lines gathers before it is written
+
+
+class _LogWriter(threading.Thread):
+    """Writes the queued log lines to stderr, a burst at a time: woken by the first line after
+    a quiet spell, it lets the lines of the next ``LOG_GATHER`` seconds gather and writes them
+    with one call. A busy server so wakes it a few times a second instead of once per line
+    (three lines a run: the request, the start, the end), each wake a thread hand-over the runs
+    would pay for. Lines reach stderr at most ``LOG_GATHER`` late; on SIGKILL the last ones are
+    lost (the Store, not the log, is what survives a crash)."""
+
+    _STOP = object()
+
+    def __init__(self, lines: queue.SimpleQueue, handler: logging.Handler):
+        super().__init__(name="log-writer", daemon=True)
+        self.lines, self.handler = lines, handler
+
+    def run(self) -> None:
+        while True:
+            batch = [self.lines.get()]
+            if batch[0] is not self._STOP:
+                time.sleep(LOG_GATHER)
+            try:
+                while True:
+                    batch.append(self.lines.get_nowait())
+            except queue.Empty:
+                pass
+            records = [r for r in batch if r is not self._STOP]
+            if records:
+                self._write(records)
+            if len(records) < len(batch):
+                return
+
+    def _write(self, records: list) -> None:
+        text = []
+        for record in records:
+            try:
+                text.append(self.handler.format(record) + "\n")
+            except Exception:  # a record that cannot be formatted must not lose the others
+                self.handler.handleError(record)
+        try:
+            self.handler.stream.write("".join(text))
+            self.handler.stream.flush()
+        except (OSError, ValueError):  # stderr closed: nothing to do about it
+            pass
+
+    def stop(self) -> None:
+        self.lines.put(self._STOP)
+        self.join(5)
+
+
+def _log_through_queue(level: str) -> _LogWriter:
+    """Log lines are written to stderr by one thread of their own (``_LogWriter``): the threads
+    that run jobs and answer requests only queue them (under load they queued up on the
+    handler's lock)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The format names no process or thread: a record need not look them up (getpid is a system
+    # call, and every request and run logs).
+    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
     lines: queue.SimpleQueue = queue.SimpleQueue()
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper()))
     root.addHandler(logging.handlers.QueueHandler(lines))
-    listener = logging.handlers.QueueListener(lines, handler)
-    listener.start()
-    return listener
+    writer = _LogWriter(lines, handler)
+    writer.start()
+    return writer
 
 
 def _run_server(args: argparse.Namespace) -> int:

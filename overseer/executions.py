@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import time
 from typing import Any, Optional
 
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
@@ -19,9 +20,21 @@ MAX_CAUSE = 4096
 _PRIVATE = ("pgid", "proc_start", "argv_script")
 
 
+_second = (-1, "")  # the last whole second formatted, and its text (replaced whole: thread-safe)
+
+
 def now_iso(moment: Optional[_dt.datetime] = None) -> str:
-    moment = moment or _dt.datetime.now(_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds (``2026-11-27T12:00:00.123456Z``). The current time is
+    formatted from the clock directly, the date part once a second: a run takes several of
+    these, and ``datetime.now().astimezone().strftime()`` was a tenth of a run's Python time."""
+    global _second
+    if moment is not None:
+        return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def check_event_name(name: Any) -> str:

@@ -39,7 +39,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -67,7 +66,7 @@ from .store_keys import (
     u64,
 )
 from .store_output import delete_prefix, read_interleaved, read_stream, stream_size
-from .store_writer import Batch, Rejected, RWLock, Writer
+from .store_writer import Batch, Promise, Rejected, RWLock, Writer
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +105,10 @@ class Store:
         self._committed = threading.Condition(self._watch_lock)
         self._commits = 0
         self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._notify)
+        # Activation is read on every trigger and every schedule fire, and written only through
+        # set_active: it is kept in memory too (set_active calls are serialized to keep it exact).
+        self._activation = threading.Lock()
+        self._inactive = self.inactive_jobs()
 
     def _open_dbs(self) -> dict:
         while True:
@@ -150,16 +153,18 @@ class Store:
     # activation (absent = active)
 
     def is_active(self, job: str) -> bool:
-        key = job_key(job)
-        with self._reading() as txn:
-            return txn.get(key, db=self._dbs["inactive"]) is None
+        job_key(job)  # the same refusal of a bad name as a read would give
+        return job not in self._inactive
 
     def set_active(self, job: str, active: bool) -> None:
         key = job_key(job)
-        if active:
-            self._writer.submit(self._op_delete, ("inactive", key), durable=True).result()
-        else:
-            self._writer.submit(self._op_put, ("inactive", key, b""), durable=True).result()
+        with self._activation:
+            if active:
+                self._writer.submit(self._op_delete, ("inactive", key), durable=True).result()
+                self._inactive.discard(job)
+            else:
+                self._writer.submit(self._op_put, ("inactive", key, b""), durable=True).result()
+                self._inactive.add(job)
 
     def inactive_jobs(self) -> set[str]:
         with self._reading() as txn:
@@ -173,9 +178,10 @@ class Store:
         With `keep`, finished executions older than the `keep` newest are deleted with their output."""
         return self.create_execution_async(job, record, keep).result()
 
-    def create_execution_async(self, job: str, record: dict, keep: int | None = None) -> Future:
-        """`create_execution` without waiting: a Future of the stored record. Many of them
-        queued at once commit together (the Scheduler firing many entries in one tick)."""
+    def create_execution_async(self, job: str, record: dict, keep: int | None = None) -> Promise:
+        """`create_execution` without waiting: a Promise (a Future's methods) of the stored record.
+        Many of them queued at once commit together (the Scheduler firing many entries in one
+        tick)."""
         prefix = job_prefix(job)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
             raise ValueError(f"keep must be an int or None, not {keep!r}")
@@ -218,12 +224,13 @@ class Store:
         return self._update_async(job, ident, fn, durable).result()
 
     def update_execution_async(self, job: str, ident: int, fn: Callable[[dict], dict | None],
-                               durable: bool = False) -> Future:
-        """``update_execution`` without waiting: a Future of the stored record. Ops are committed
-        in the order they were queued, so a later write (or ``flush``) waiting means this one is in."""
+                               durable: bool = False) -> Promise:
+        """``update_execution`` without waiting: a Promise (a Future's methods) of the stored
+        record. Ops are committed in the order they were queued, so a later write (or ``flush``)
+        waiting means this one is in."""
         return self._update_async(job, ident, fn, durable)
 
-    def _update_async(self, job: str, ident: int, fn: Callable, durable: bool) -> Future:
+    def _update_async(self, job: str, ident: int, fn: Callable, durable: bool) -> Promise:
         return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable)
 
     def executions_in_states(self, states: set[str]) -> list[dict]:
@@ -322,7 +329,7 @@ class Store:
             raw = txn.get(key, db=self._dbs["schedule"])
             return None if raw is None else decode_time(raw)
 
-    def set_last_fire(self, job: str, entry_key: str, when: datetime, wait: bool = True) -> Future:
+    def set_last_fire(self, job: str, entry_key: str, when: datetime, wait: bool = True) -> Promise:
         """Store an entry's last fire time (durable). Writes queued before an execution's create
         commit with it or before it, never after."""
         key = schedule_key(job, entry_key)

@@ -18,7 +18,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any, Callable
@@ -35,6 +36,81 @@ SYNC_INTERVAL = 1.0             # longest time committed output stays without fs
 MAX_PENDING_BYTES = 64 << 20    # appenders wait while this much output is queued
 MAX_MAP_SIZE = 1 << 44
 APPEND = object()               # marks an output append in the queue
+
+
+_PROMISES = threading.Lock()  # guards every Promise's state: held for a few instructions
+
+
+class Promise:
+    """What a queued op resolves to, with ``concurrent.futures.Future``'s ``result``,
+    ``exception``, ``done`` and ``add_done_callback``. A Future makes a Condition (a lock and a
+    list of waiters) for every op; most ops are done before anyone asks (committed on the caller's
+    own thread), so this makes a lock only for a caller that has to wait."""
+
+    __slots__ = ("_state", "_value", "_waiter", "_callbacks")
+
+    def __init__(self) -> None:
+        self._state = 0  # 0 pending, 1 result, 2 exception
+        self._value: Any = None
+        self._waiter: Any = None
+        self._callbacks: Any = None
+
+    def done(self) -> bool:
+        return self._state != 0
+
+    def set_result(self, value: Any) -> None:
+        self._resolve(1, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._resolve(2, error)
+
+    def _resolve(self, state: int, value: Any) -> None:
+        with _PROMISES:
+            if self._state:
+                raise InvalidStateError("the op is resolved already")
+            self._state, self._value = state, value
+            waiter, callbacks = self._waiter, self._callbacks
+            self._waiter = self._callbacks = None
+        if waiter is not None:
+            waiter.release()
+        for fn in callbacks or ():
+            try:
+                fn(self)
+            except Exception:
+                log.exception("a store op's done callback failed")
+
+    def add_done_callback(self, fn: Callable[[Promise], Any]) -> None:
+        with _PROMISES:
+            if not self._state:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state:
+            return
+        with _PROMISES:
+            if self._state:
+                return
+            if self._waiter is None:
+                self._waiter = threading.Lock()
+                self._waiter.acquire()
+            waiter = self._waiter
+        if not waiter.acquire(True, -1 if timeout is None else timeout):
+            raise FutureTimeout()
+        waiter.release()  # for the next thread waiting on it
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        if self._state == 2:
+            raise self._value
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._value if self._state == 2 else None
 
 
 class Rejected(Exception):
@@ -126,15 +202,15 @@ class Writer:
         self._syncer = threading.Thread(target=self._sync_loop, name=f"store-sync:{name}", daemon=True)
         self._syncer.start()
 
-    def submit(self, fn: Callable, args: tuple, durable: bool = False, inline: bool = True) -> Future:
-        """Queue `fn(batch, *args)` and return a Future of its result, resolved once the batch
+    def submit(self, fn: Callable, args: tuple, durable: bool = False, inline: bool = True) -> Promise:
+        """Queue `fn(batch, *args)` and return a Promise of its result, resolved once the batch
         is committed: at once, on this thread, when no batch is running; else by the writer
         thread (always, with ``inline=False``).  With `durable`, the fsync thread flushes the batch
         to disk at once (without holding up the caller or the next batch); other batches within
         SYNC_INTERVAL."""
         if self._batch_thread == threading.get_ident():
             raise StoreError("the store cannot be written from inside an update_execution function")
-        future: Future = Future()
+        future = Promise()
         with self._lock:
             if self.closed:
                 raise StoreError(f"the store {self._name} is closed")
