@@ -29,11 +29,13 @@ class Dispatcher:
     """The run queue under a lock, and the queued count that ``max_queued`` bounds."""
 
     def __init__(self, max_concurrent: int, catalog: Catalog,
-                 start: Callable[[Job, dict], None]):
+                 start: Callable[[Job, dict], None],
+                 defer: Optional[Callable[[Callable[[], None]], None]] = None):
         self._lock = threading.Lock()
         self._queue = RunQueue(max_concurrent)
         self._catalog = catalog
         self._start = start  # start(job, record): begins the run's Execution actor; never raises
+        self._defer = defer  # runs a function on another thread (submit_many's starts)
         self.paused = False
         self.reserved = 0  # triggers between their max_queued check and their submit
         self._local = threading.local()  # runs a start on this thread admitted meanwhile
@@ -71,12 +73,18 @@ class Dispatcher:
         self._begin(runs)
 
     def submit_many(self, runs: list[tuple[Job, dict, int]]) -> None:
-        """Many stored runs at once (a schedule tick): one pass of admission."""
+        """Many stored runs at once (a schedule tick): one pass of admission. The runs that may
+        start are started on other threads (``defer``), one task each, so that a tick of
+        thousands of runs neither holds the Scheduler's thread nor starts them one by one."""
         with self._lock:
             for job, record, priority in runs:
                 self._queue.push(job.name, record["id"], priority, (job, record))
             started = self._take()
-        self._begin(started)
+        if self._defer is None:
+            self._begin(started)
+            return
+        for run in started:
+            self._defer(lambda run=run: self._begin([run]))
 
     def finished(self, name: str) -> None:
         """A run of ``name`` ended (or never started): start what its slot lets start."""

@@ -22,7 +22,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import pykka
 from pykka import ActorRegistry
@@ -46,6 +46,10 @@ class ActorPool:
         if len(self._threads) < self.size:
             self._grow()
 
+    def run(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` on one of the pool's threads, after what is waiting (errors are logged)."""
+        self.submit(_Task(fn))
+
     def _grow(self) -> None:
         with self._lock:
             if len(self._threads) < self.size:
@@ -61,6 +65,15 @@ class ActorPool:
                 actor._run_mailbox()
             except BaseException:  # the actor's own loop handles its errors; never lose the thread
                 log.exception("%s: unexpected error running %s", self.name, actor)
+
+
+class _Task:
+    """A plain function on the pool, shaped as an actor's turn."""
+
+    __slots__ = ("_run_mailbox",)
+
+    def __init__(self, fn: Callable[[], Any]):
+        self._run_mailbox = fn
 
 
 class _Mailbox:

@@ -33,6 +33,7 @@ from .messages import JobsLoaded
 log = logging.getLogger(__name__)
 
 UTC = _dt.timezone.utc
+LOG_EACH = 20  # a tick creating more runs than this logs one line for them (each at debug)
 
 
 def utcnow() -> _dt.datetime:
@@ -100,6 +101,8 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         self._last: dict[tuple[str, str], Optional[_dt.datetime]] = {}
         self._loaded_at: dict[tuple[str, str], _dt.datetime] = {}  # when this process first saw the entry
         self._seq = itertools.count()
+        self._defaults: dict[str, tuple] = {}  # job name -> (job, params, command) of its scheduled runs
+        self._slot_texts: dict[_dt.datetime, str] = {}
         self._timer = _Timer(self.actor_ref) if timer else None
         self.paused = False
 
@@ -156,10 +159,12 @@ class Scheduler(Pingable, pykka.ThreadingActor):
     def tick(self, now: Optional[_dt.datetime] = None) -> list[dict]:
         """Fire every entry that is due at ``now``; returns the executions created.
 
-        Every due entry's last fire time and execution are queued to the Store first and
-        waited for together, so a tick of thousands of entries is a few group commits, not
-        thousands of round trips. A last fire time is queued before its execution: a crash
-        between them skips that run rather than doubling it."""
+        Every slot that came since an entry last fired is fired (``schedule.due_slots``: a late
+        tick fires each slot once, late, up to the misfire threshold). Every due entry's last
+        fire time and executions are queued to the Store first and waited for together, so a tick
+        of thousands of entries is a few group commits, not thousands of round trips. A last fire
+        time is queued before its executions: a crash between them skips those runs rather than
+        doubling them. The runs a slot is free for start on the execution threads."""
         now = now or self.clock()
         pending = []
         while self._heap and self._heap[0][0] <= now:
@@ -167,12 +172,12 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             if key not in self._entries:
                 continue
             entry, anchor = self._entries[key]
-            slot, new_last = sched.due(entry, self._last.get(key), now, anchor, self.started_at,
-                                       self._loaded_at.get(key))
+            slots, new_last = sched.due_slots(entry, self._last.get(key), now, anchor, self.started_at,
+                                              self._loaded_at.get(key))
             if new_last is not None:
                 self._last[key] = new_last
                 self.ctx.store.set_last_fire(key[0], entry.key, new_last, wait=False)
-            if slot is not None:
+            for slot in slots:
                 fire = self._fire(key[0], entry, slot)
                 if fire is not None:
                     pending.append(fire)
@@ -184,27 +189,50 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             except OverseerError as e:
                 log.error("%s: scheduled run for %s not created: %s", name, slot, e)
                 continue
-            log.info("%s/%s: scheduled for %s", name, record["id"], ex.now_iso(slot))
             runs.append((job, record, entry.priority))
             created.append(record)
+        self._log_created(created)
         if self._timer:
             self._timer.set(self._heap[0][0] if self._heap else None)
         if runs and not self.paused:
             self.ctx.dispatcher.submit_many(runs)
         return created
 
+    def _log_created(self, created: list[dict]) -> None:
+        if len(created) <= LOG_EACH:
+            for record in created:
+                log.info("%s/%s: scheduled for %s", record["job"], record["id"], record["scheduled_for"])
+            return
+        slots = sorted({r["scheduled_for"] for r in created})
+        log.info("%d runs of %d jobs scheduled for %s%s", len(created), len({r["job"] for r in created}),
+                 slots[0], f" to {slots[-1]}" if len(slots) > 1 else "")
+        if log.isEnabledFor(logging.DEBUG):
+            for record in created:
+                log.debug("%s/%s: scheduled for %s", record["job"], record["id"], record["scheduled_for"])
+
     def _fire(self, name: str, entry: sched.ScheduleEntry, slot: _dt.datetime):
         job = self.jobs.get(name)
         if job is None or not self.ctx.store.is_active(name):
             return None
-        try:
-            params = validate_params(job.vars, {}, from_strings=False)
-            record = make_execution(job, params, "schedule", ex.now_iso(slot), entry.priority)
-        except OverseerError as e:
-            log.error("%s: scheduled run for %s not created: %s", name, slot, e)
-            return None
+        defaults = self._defaults.get(name)
+        if defaults is None or defaults[0] is not job:
+            # A scheduled run takes the vars' defaults: validated and rendered once per definition.
+            try:
+                params = validate_params(job.vars, {}, from_strings=False)
+                command = make_execution(job, params, "schedule")["command"]
+            except OverseerError as e:
+                log.error("%s: scheduled run for %s not created: %s", name, slot, e)
+                return None
+            defaults = self._defaults[name] = (job, params, command)
+        slot_text = self._slot_texts.get(slot)
+        if slot_text is None:
+            if len(self._slot_texts) > 1000:
+                self._slot_texts.clear()
+            slot_text = self._slot_texts[slot] = ex.now_iso(slot)
+        record = ex.new_record(params=defaults[1], command=defaults[2], commit=job.commit,
+                               trigger="schedule", scheduled_for=slot_text, priority=entry.priority)
         future = self.ctx.store.create_execution_async(
-            name, record, keep=self.ctx.config.retention.executions_per_job)
+            name, record, keep=self.ctx.config.retention.executions_per_job, inline=False)
         return name, entry, slot, job, future
 
     def pause(self) -> None:

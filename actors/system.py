@@ -143,7 +143,8 @@ class System:
         ctx = self.ctx
         ctx.scratch = ReadyPool(_scratch_maker(ctx.tmp_dir), SCRATCH_READY, "scratch-dirs", _remove_dir)
         ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
-                                    lambda job, record: Execution.begin(ctx, job, record))
+                                    lambda job, record: Execution.begin(ctx, job, record),
+                                    defer=Execution.pool.run)
         self.event_socket = EventSocket(self.ctx.socket_path, self._job_event)
         self.event_socket.start()
         self.supervisor = Supervisor.start(self.ctx)

@@ -188,8 +188,12 @@ def _parse_entry(index: int, raw: Any) -> ScheduleEntry:
 
 # -- cron iteration -------------------------------------------------------------------------------
 
-_next_cache: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+# (frequency, zone) -> the last few ranges [after, slot) whose next slot is known to be ``slot``:
+# thousands of entries share a frequency, and a tick asks for the slots after the previous slot
+# and after the current one in turn, so one range per frequency would be recomputed every time.
+_next_cache: dict[tuple[str, str], tuple[tuple[datetime, datetime], ...]] = {}
 _cache_lock = threading.Lock()
+_RANGES = 4
 
 
 def _repeated_wall_time(moment: datetime, tz: ZoneInfo) -> bool:
@@ -218,15 +222,16 @@ def _cron_after(entry: ScheduleEntry, after: datetime) -> Iterator[datetime]:
 
 def _cron_next(entry: ScheduleEntry, after: datetime) -> datetime | None:
     ident = (entry.frequency or "", entry.timezone)
-    cached = _next_cache.get(ident)
-    if cached is not None and cached[0] <= after < cached[1]:
-        return cached[1]
+    ranges = _next_cache.get(ident, ())
+    for low, slot in ranges:
+        if low <= after < slot:
+            return slot
     slot = next(_cron_after(entry, after), None)
     if slot is not None:
         with _cache_lock:
             if len(_next_cache) > 10_000:
                 _next_cache.clear()
-            _next_cache[ident] = (after, slot)
+            _next_cache[ident] = ((after, slot), *ranges[:_RANGES - 1])
     return slot
 
 
@@ -335,3 +340,37 @@ def due(entry: ScheduleEntry, last: datetime | None, now: datetime, anchor: date
         return slot, slot
     log.debug("schedule entry %s: slot %s missed while down, skipped", entry.key, slot.isoformat())
     return None, slot
+
+
+MISFIRE = timedelta(seconds=60)  # a slot later than this when its tick comes is coalesced
+MAX_SLOTS = 120  # slots of one entry fired by one call, at most (the latest ones)
+
+
+def due_slots(entry: ScheduleEntry, last: datetime | None, now: datetime, anchor: datetime,
+              started_at: datetime, loaded_at: datetime | None = None,
+              misfire: timedelta = MISFIRE) -> tuple[list[datetime], datetime | None]:
+    """The slots of ``entry`` to fire at ``now``, oldest first, and the new last fire time.
+
+    Where :func:`due` fires only the latest slot of ``(last, now]``, this fires every slot that
+    came while this server ran and is at most ``misfire`` old at ``now``: a scheduler that is late
+    (a tick of thousands of entries, a busy machine) still fires each slot once, late. Slots older
+    than that (the process was suspended, the clock jumped) are coalesced into the latest one, as
+    :func:`due` does (Quartz's misfire threshold and its "fire once now" policy), and slots missed
+    while the server was down follow :func:`due` (skipped, or one run with ``catch_up``)."""
+    slot, new_last = due(entry, last, now, anchor, started_at, loaded_at)
+    if slot is None or entry.one_shot:
+        return ([] if slot is None else [slot]), new_last
+    live_from = max(started_at, loaded_at) if loaded_at is not None else started_at
+    lower = max(last if last is not None else anchor - EPSILON, live_from - EPSILON, now - misfire)
+    if last is not None:
+        anchor = anchor_for(entry, anchor, last)
+    slots: list[datetime] = []
+    after = lower
+    while len(slots) < MAX_SLOTS:
+        nxt = next_slot(entry, after, anchor)
+        if nxt is None or nxt >= slot:
+            break
+        slots.append(nxt)
+        after = nxt
+    slots.append(slot)
+    return slots[-MAX_SLOTS:], new_last

@@ -178,14 +178,16 @@ class Store:
         With `keep`, finished executions older than the `keep` newest are deleted with their output."""
         return self.create_execution_async(job, record, keep).result()
 
-    def create_execution_async(self, job: str, record: dict, keep: int | None = None) -> Promise:
+    def create_execution_async(self, job: str, record: dict, keep: int | None = None,
+                               inline: bool = True) -> Promise:
         """`create_execution` without waiting: a Promise (a Future's methods) of the stored record.
-        Many of them queued at once commit together (the Scheduler firing many entries in one
-        tick)."""
+        With ``inline=False`` it is only queued for the writer thread, so that many of them queued
+        at once commit together (the Scheduler firing many entries in one tick)."""
         prefix = job_prefix(job)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
             raise ValueError(f"keep must be an int or None, not {keep!r}")
-        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True)
+        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True,
+                                   inline=inline)
 
     def get_execution(self, job: str, ident: int) -> dict | None:
         try:
@@ -331,9 +333,11 @@ class Store:
 
     def set_last_fire(self, job: str, entry_key: str, when: datetime, wait: bool = True) -> Promise:
         """Store an entry's last fire time (durable). Writes queued before an execution's create
-        commit with it or before it, never after."""
+        commit with it or before it, never after. Without ``wait`` it is only queued (committed
+        with what is queued next)."""
         key = schedule_key(job, entry_key)
-        future = self._writer.submit(self._op_put, ("schedule", key, encode_time(when)), durable=True)
+        future = self._writer.submit(self._op_put, ("schedule", key, encode_time(when)), durable=True,
+                                     inline=wait)
         if wait:
             future.result()
         return future

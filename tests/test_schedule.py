@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from overseer.exceptions import JobDefinitionError
-from overseer.schedule import anchor_for, due, latest_slot, next_slot, next_slots, parse_entry
+from overseer.schedule import (MISFIRE, anchor_for, due, due_slots, latest_slot, next_slot, next_slots,
+                               parse_entry)
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -173,6 +174,42 @@ def test_due_fires_the_latest_slot_once_when_several_are_overdue():
     assert slot == last == at(2026, 1, 1, 12, 3)
     assert due(e, last, at(2026, 1, 1, 12, 3, 59), start, start) == (None, None)
     assert due(e, last, at(2026, 1, 1, 12, 4), start, start) == (at(2026, 1, 1, 12, 4), at(2026, 1, 1, 12, 4))
+
+
+def test_a_late_tick_fires_every_slot_within_the_misfire_threshold():
+    start = at(2026, 1, 1, 12)
+    every_second = entry(frequency="* * * * * *")
+    slots, last = due_slots(every_second, start, start + timedelta(seconds=3, milliseconds=500), start, start)
+    assert slots == [at(2026, 1, 1, 12, 0, 1), at(2026, 1, 1, 12, 0, 2), at(2026, 1, 1, 12, 0, 3)]
+    assert last == slots[-1]
+    assert due_slots(every_second, last, last + timedelta(milliseconds=999), start, start) == ([], None)
+    period = entry(frequency=2)
+    slots, last = due_slots(period, start, start + timedelta(seconds=7), start, start)
+    assert slots == [start + timedelta(seconds=s) for s in (2, 4, 6)] and last == slots[-1]
+    # on time, one slot, as due() gives it
+    assert due_slots(every_second, start, start + timedelta(seconds=1), start, start) == \
+        ([at(2026, 1, 1, 12, 0, 1)], at(2026, 1, 1, 12, 0, 1))
+
+
+def test_slots_later_than_the_misfire_threshold_are_coalesced():
+    start = at(2026, 1, 1, 12)
+    every_second = entry(frequency="* * * * * *")
+    now = start + MISFIRE + timedelta(seconds=30)  # a suspended process wakes up 90 s late
+    slots, last = due_slots(every_second, start, now, start, start)
+    assert len(slots) == 60 and slots[0] == now - MISFIRE + timedelta(seconds=1) and slots[-1] == now
+    every_minute = entry(frequency="* * * * *")  # due()'s own case: only the last slot is in time
+    assert due_slots(every_minute, at(2026, 1, 1, 12), at(2026, 1, 1, 12, 3, 30), start, start) == \
+        ([at(2026, 1, 1, 12, 3)], at(2026, 1, 1, 12, 3))
+
+
+def test_slots_missed_while_down_are_not_fired_as_late_ones():
+    e = entry(frequency="* * * * * *")
+    last, restart = at(2026, 1, 1, 12), at(2026, 1, 1, 12, 0, 10)
+    slots, new_last = due_slots(e, last, restart + timedelta(seconds=2, milliseconds=1), restart, restart)
+    assert slots == [at(2026, 1, 1, 12, 0, 10), at(2026, 1, 1, 12, 0, 11), at(2026, 1, 1, 12, 0, 12)]
+    catch = entry(frequency="* * * * * *", catch_up=True)
+    assert due_slots(catch, last, restart, restart + timedelta(seconds=1), restart + timedelta(seconds=1)) \
+        == ([restart], restart)
 
 
 def test_due_first_run_at_the_anchor():

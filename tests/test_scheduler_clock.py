@@ -44,8 +44,8 @@ class Clock:
 class Harness:
     """Schedulers over one Store, as successive server processes would have them."""
 
-    def __init__(self, tmp_path, job_repo):
-        job_repo.commit(JOBS)
+    def __init__(self, tmp_path, job_repo, jobs=JOBS):
+        job_repo.commit(jobs)
         jobs, errors = load_repository(job_repo.root)
         assert errors == []
         self.jobset = JobSet(commit="c0", jobs=types.MappingProxyType(
@@ -140,3 +140,19 @@ def test_a_backwards_clock_step_never_fires_a_slot_twice(harness):
     later = harness.slots("period")
     assert len(later) > len(periods) and later[:len(periods)] == periods
     assert all(b - a == timedelta(minutes=10) for a, b in zip(later[len(periods) - 1:], later[len(periods):]))
+
+
+def test_a_late_tick_fires_each_slot_it_missed_once(tmp_path, job_repo):
+    h = Harness(tmp_path, job_repo, {"fast.yml": {"schedule": [{"frequency": "* * * * * *"}]}})
+    try:
+        h.start(at(2026, 1, 1, 12))
+        h.clock.now = at(2026, 1, 1, 12, 0, 1)
+        h.scheduler.tick(h.clock.now)
+        h.clock.now = at(2026, 1, 1, 12, 0, 4, 500_000)  # a tick 3.5 s late (a busy machine)
+        created = h.scheduler.tick(h.clock.now)
+        assert [r["scheduled_for"] for r in created] == [
+            "2026-01-01T12:00:02.000000Z", "2026-01-01T12:00:03.000000Z", "2026-01-01T12:00:04.000000Z"]
+        h.scheduler.tick(h.clock.now)  # nothing twice
+        assert h.slots("fast") == [at(2026, 1, 1, 12, 0, s) for s in range(0, 5)]
+    finally:
+        h.store.close()
