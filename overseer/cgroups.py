@@ -89,7 +89,9 @@ class CgroupRoot:
         self.path = path
 
     @classmethod
-    def find(cls) -> Optional[CgroupRoot]:
+    def find(cls, moves_jobs: bool = True) -> Optional[CgroupRoot]:
+        """The server's cgroup under the first writable cgroup2 mount. ``moves_jobs``: jobs will
+        be moved into their cgroups (not born there), which is worth a hint on some mounts."""
         if os.environ.get("OVERSEER_NO_CGROUPS"):
             return None
         for mount in _cgroup2_mounts():
@@ -107,7 +109,7 @@ class CgroupRoot:
                 parent.rmdir()
                 continue
             log.info("each execution gets its own cgroup under %s", parent)
-            if "favordynmods" not in _cgroup2_options().get(mount, {"favordynmods"}):
+            if moves_jobs and "favordynmods" not in _cgroup2_options().get(mount, {"favordynmods"}):
                 # Moving a process between cgroups waits for an RCU grace period on such a mount:
                 # a job's start then takes up to ~20 ms at p99 instead of ~2 (docs/operations.rst).
                 log.info("cgroup2 at %s is mounted without favordynmods: starts wait for the "

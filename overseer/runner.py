@@ -176,8 +176,9 @@ class ProcessMonitor:
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every job's stdin
         self._ep.register(self._wake_r, select.EPOLLIN)
         self._stop = False
-        self.cgroup_root = cgroups.CgroupRoot.find() if use_cgroups else None
         self.native_spawn = native_spawn  # when spawn.available(); else Popen
+        born_inside = native_spawn and spawn.available()
+        self.cgroup_root = cgroups.CgroupRoot.find(moves_jobs=not born_inside) if use_cgroups else None
         self._thread = threading.Thread(target=self._loop, name="process-monitor", daemon=True)
         self._thread.start()
 
