@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 import cherrypy
-from cheroot.server import HTTPConnection
+from cheroot.server import HTTPConnection, HTTPRequest
 from cherrypy import _cpserver, _cpwsgi_server
 
 from overseer.exceptions import ConfigError
@@ -57,8 +57,54 @@ KEEP_WAIT = 0.1
 KEEP_RESERVE = 4
 
 
+class _HeadHoldingWriter:
+    """The connection's writer, holding a response's header block until the first piece of its
+    body so that both leave in one send: cheroot sends them apart, and each send on a socket with
+    a timeout is a poll and a send, each handing the GIL to another thread."""
+
+    __slots__ = ("inner", "held", "hold_next")
+
+    def __init__(self, inner: Any):
+        self.inner, self.held, self.hold_next = inner, b"", False
+
+    def write(self, data: bytes) -> int:
+        if self.hold_next:
+            self.hold_next = False
+            self.held = bytes(data)
+            return len(data)
+        if self.held:
+            data, self.held = self.held + data, b""
+        return self.inner.write(data)
+
+    def release(self) -> None:
+        if self.held:
+            data, self.held = self.held, b""
+            self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _Request(HTTPRequest):
+    def send_headers(self) -> None:
+        self.conn.wfile.hold_next = True  # its one write: the header block
+        super().send_headers()
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self.conn.wfile.release()  # a response without a body: the headers alone
+
+
 class _Connection(HTTPConnection):
     """cheroot's connection, served request after request by one worker while requests come."""
+
+    RequestHandlerClass = _Request
+
+    def __init__(self, server: Any, sock: Any, *args: Any) -> None:
+        super().__init__(server, sock, *args)
+        self.wfile = _HeadHoldingWriter(self.wfile)
 
     def communicate(self) -> bool:
         while True:
