@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -49,11 +50,33 @@ class Execution(PooledActor):
     pool = POOL
 
     @classmethod
-    def begin(cls, ctx: Context, job: Job, record: dict) -> pykka.ActorRef:
+    def begin(cls, ctx: Context, job: Job, record: dict) -> None:
         """Make the run's actor and start its process here, on the calling thread; the actor's
         own thread takes over from there. Never raises for the run's own faults: a failure to
-        start finishes the run (``fail``, with the cause)."""
+        start finishes the run (``fail``, with the cause). While the snapshot of the run's commit
+        is still being written (a fresh start), the run keeps its slot and starts on an
+        execution thread once the snapshot is there: the admitting thread does not wait."""
+        commit = job.commit
+        if commit and not ctx.catalog.snapshot_ready(commit):
+            log.info("%s/%s: waits for the snapshot of %s", job.name, record["id"], commit[:12])
+            once, timer = threading.Lock(), []
+
+            def go(waited_out: bool) -> None:
+                if once.acquire(blocking=False):
+                    if not waited_out:
+                        ctx.monitor.cancel(timer[0])
+                    cls.pool.run(lambda: cls._begin_now(ctx, job, record, waited_out))
+
+            timer.append(ctx.monitor.call_at(time.monotonic() + ctx.catalog.snapshot_wait,
+                                             lambda: go(True)))
+            ctx.catalog.when_snapshot_ready(commit, lambda: go(False))
+            return
+        cls._begin_now(ctx, job, record)
+
+    @classmethod
+    def _begin_now(cls, ctx: Context, job: Job, record: dict, waited_out: bool = False) -> pykka.ActorRef:
         actor = cls(ctx, job, record)
+        actor._snapshot_wait = 0.0 if waited_out else None  # waited its time already: no more
         pykka.ActorRegistry.register(actor.actor_ref)
         try:
             actor._launch()
@@ -79,6 +102,7 @@ class Execution(PooledActor):
         self._output_bytes = 0
         self._truncated = False
         self._finished = False
+        self._snapshot_wait: Optional[float] = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -101,13 +125,13 @@ class Execution(PooledActor):
                 return
             self.ctx.tokens[self.token] = self.actor_ref
             self.ctx.running[(self.name, self.ident)] = self.actor_ref
-        argv = self._argv()
-        if argv is None:  # neither command nor script: completes at once
+        if self.job.command is None and self.job.script is None:  # neither: completes at once
             self._event("start", None, state="running", started_at=ex.now_iso())
             self._finish(ExitStatus(0, None))
             return
         try:
-            snapshot = self.ctx.catalog.snapshot(self.job.commit)
+            snapshot = self.ctx.catalog.snapshot(self.job.commit, self._snapshot_wait)
+            argv = self._argv()
             self.tmpdir = self.ctx.scratch.take() if self.ctx.scratch else None
             if self.tmpdir is None:
                 self.tmpdir = _make_tmpdir(self.ctx.tmp_dir / f"{self.name}-{self.ident}")
@@ -209,7 +233,7 @@ class Execution(PooledActor):
             return ["/bin/sh", "-c", self.record["command"]]
         if self.job.script is not None:
             return render.script_argv(self.job, self.record["params"],
-                                      self.ctx.catalog.snapshot(self.job.commit))
+                                      self.ctx.catalog.snapshot(self.job.commit, self._snapshot_wait))
         return None
 
     def _environment(self, snapshot: Path) -> dict:

@@ -6,6 +6,12 @@ force-push is taken as it is. Every commit gets one read-only snapshot
 directory under ``data_dir/snapshots``, which its executions run in; a pull
 never touches a snapshot somebody uses. A job that a new commit breaks keeps
 its last valid definition (and its commit's snapshot) until it is fixed.
+
+A commit's jobs are read from git's objects while its snapshot is checked out
+on a thread of its own: the load does not wait for thousands of files to be
+written, and a run of that commit waits for its snapshot instead
+(``Catalog.snapshot``). A tree the object path cannot model is loaded from its
+snapshot, as before.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import re
 import shutil
 import threading
 import types
+from concurrent.futures import Future
 from typing import Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,8 +33,9 @@ import pykka
 from overseer import jobs as jobmodel
 from overseer.catalog import JobSet
 from overseer.exceptions import RepositoryError
+from overseer.job_files import TreeError
 from overseer.parse_cache import ParseCache
-from overseer.snapshots import GIT_CONFIG, Snapshots
+from overseer.snapshots import GIT_CONFIG, CheckoutCancelled, Snapshots
 
 from .context import Context, Pingable
 from .messages import JobsLoaded
@@ -100,6 +108,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.snapshots.root.mkdir(parents=True, exist_ok=True)
+        self.snapshots.remove_stale()
         self.parse_cache = ParseCache(self.ctx.config.data_path / "job-cache.pickle")
         if self.ctx.config.repository.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="repo-poll", daemon=True)
@@ -107,6 +116,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self._halt.set()
+        self.snapshots.stop()  # no checkout goes on writing after the server
         if self.parse_cache is not None:
             self.parse_cache.save()  # what the syncs since the first load parsed
 
@@ -133,8 +143,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         previous = self.ctx.catalog.current
         synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            repo, commit = self._fetch()
-        except (RepositoryError, git.GitCommandError, OSError) as e:
+            commit = self._fetch()
+        except (RepositoryError, GitFailed, OSError) as e:
             message = str(e) if isinstance(e, RepositoryError) else _git_error(e)
             log.error("repository %s: sync failed: %s", redact_url(self.url), message)
             jobset = dataclasses.replace(previous, sync_error=message, url=redact_url(self.url),
@@ -145,25 +155,21 @@ class RepoSync(Pingable, pykka.ThreadingActor):
             jobset = dataclasses.replace(previous, synced_at=synced_at)
             self.ctx.catalog.current = jobset
             return jobset
-        jobset = self._load(repo, commit, previous, synced_at)
+        jobset = self._load(commit, previous, synced_at)
         self.ctx.catalog.current = jobset
         if self.ctx.scheduler is not None:
             self.ctx.scheduler.tell(JobsLoaded(jobset))
         self._remove_unused_snapshots(jobset)
         return jobset
 
-    def _fetch(self) -> tuple[git.Repo, str]:
+    def _fetch(self) -> str:
         check_url(self.url)
         if not (self.git_dir / "HEAD").exists():
             self._init_clone()
-        repo = git.Repo(self.git_dir)
         ref = f"refs/remotes/origin/{self.branch}"
-        repo.git.execute(
-            ["git", *_GIT_CONFIG, "fetch", "--no-tags", "--no-recurse-submodules", "--force", "--quiet",
-             "--", self.url, f"+refs/heads/{self.branch}:{ref}"],
-            env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
-        commit = repo.git.rev_parse("--verify", f"{ref}^{{commit}}")
-        return repo, commit
+        _git(["fetch", "--no-tags", "--no-recurse-submodules", "--force", "--quiet", "--", self.url,
+              f"+refs/heads/{self.branch}:{ref}"], cwd=self.git_dir)
+        return _git(["rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=self.git_dir)
 
     def _init_clone(self) -> None:
         """The bare repository. From a local path, a clone (which hard-links the objects: a
@@ -174,29 +180,38 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.isdir(self.url):
             try:
-                git.Git().execute(
-                    ["git", *_GIT_CONFIG, "clone", "--bare", "--local", "--single-branch", "--no-tags",
-                     "--quiet", "--branch", self.branch, "--", self.url, str(tmp)],
-                    env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
+                _git(["clone", "--bare", "--local", "--single-branch", "--no-tags", "--quiet", "--branch",
+                      self.branch, "--", self.url, str(tmp)])
                 os.rename(tmp, self.git_dir)
                 return
-            except git.GitCommandError as e:
+            except GitFailed as e:
                 log.warning("repository %s: local clone failed (%s); fetching instead", self.url,
                             _git_error(e))
                 shutil.rmtree(tmp, ignore_errors=True)
-        git.Repo.init(self.git_dir, bare=True)
+        self.git_dir.mkdir(exist_ok=True)
+        _git(["init", "--quiet", "--bare"], cwd=self.git_dir)
 
-    def _load(self, repo: git.Repo, commit: str, previous: JobSet, synced_at: str) -> JobSet:
-        dest = self.ctx.catalog.snapshot(commit)
-        link_errors = self.snapshots.ensure(commit, previous.commit)
-        found, errors = jobmodel.load_repository(dest, cache=self.parse_cache)
+    def _load(self, commit: str, previous: JobSet, synced_at: str) -> JobSet:
+        made = None   # the future of the commit's snapshot, when it is being made
+        try:
+            found, errors, made = self._load_objects(commit, previous.commit)
+        except (RepositoryError, TreeError, OSError) as e:
+            log.warning("repository %s: cannot load %s from git's objects (%s); loading its snapshot",
+                        redact_url(self.url), commit[:12], e)
+            link_errors = self.snapshots.ensure(commit, previous.commit)
+            found, errors = jobmodel.load_repository(self.snapshots.path(commit), cache=self.parse_cache)
+            errors = sorted(set(errors) | set(link_errors))
         if previous.commit is None:
-            # The first load of this process: written now, so the next start parses only what
+            # The first load of this process: written soon, so the next start parses only what
             # changes meanwhile. Later syncs change a few files; they are written at stop (a
-            # 10,000-job cache takes half a second to write, which a sync should not pay).
-            self.parse_cache.save_soon()
+            # 10,000-job cache takes a third of a second to write, which a sync should not pay).
+            # While the snapshot is checked out, written once it is: writing holds the interpreter
+            # for that long, which the start of the API need not wait behind.
+            if made is None or made.done():
+                self.parse_cache.save_soon()
+            else:
+                made.add_done_callback(lambda _future: self.parse_cache.save())
         jobs = {name: jobmodel.with_commit(job, commit) for name, job in found.items()}
-        errors = sorted(set(errors) | set(link_errors))
         # A job a commit broke keeps its last valid definition until it is fixed.
         for file, _message in errors:
             name = jobmodel.job_name_for(file)
@@ -211,6 +226,45 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         return JobSet(commit=commit, jobs=types.MappingProxyType(jobs), errors=tuple(errors),
                       synced_at=synced_at, url=redact_url(self.url), branch=self.branch)
 
+    def _load_objects(self, commit: str, base: Optional[str]) -> tuple[dict, list, Future]:
+        """The jobs and errors of ``commit`` from git's objects, and the future of its snapshot,
+        made meanwhile (from ``base``'s); runs of the commit wait for it."""
+        tree = self.snapshots.tree(commit)
+        catalog = self.ctx.catalog
+        made = self.snapshots.ensure_soon(commit, base, links=tree.links, before=catalog.checkout_hook)
+        if not made.done():
+            catalog.expect(commit, made)
+        expected = tree.link_errors
+        made.add_done_callback(lambda future: self._snapshot_made(commit, future, expected))
+        found, errors = jobmodel.load_tree(tree, self.snapshots.read_blobs, cache=self.parse_cache)
+        return found, errors, made
+
+    def _snapshot_made(self, commit: str, future: Future, expected: list) -> None:
+        """On the checkout thread: a snapshot that could not be made is reported as the sync's
+        error (so the next sync makes it again); symlink checks that differ from the tree's are
+        logged (the load reported the tree's)."""
+        error = future.exception()
+        if isinstance(error, CheckoutCancelled):
+            return   # the server is stopping
+        if error is None:
+            found = sorted(tuple(e) for e in future.result())
+            if found != sorted(expected):
+                log.warning("repository %s: the snapshot of %s dropped symlinks %s; its tree listing %s",
+                            redact_url(self.url), commit[:12], found, sorted(expected))
+            return
+        try:
+            self.actor_ref.proxy().snapshot_failed(commit, str(error))
+        except pykka.ActorDeadError:
+            self.snapshot_failed(commit, str(error))  # stopped meanwhile: the next RepoSync sees it
+
+    def snapshot_failed(self, commit: str, message: str) -> None:
+        current = self.ctx.catalog.current
+        if current.commit == commit and current.sync_error is None:
+            log.error("repository %s: the snapshot of %s could not be made: %s", redact_url(self.url),
+                      commit[:12], message)
+            self.ctx.catalog.current = dataclasses.replace(
+                current, sync_error=f"the snapshot of {commit[:12]} could not be made: {message}")
+
     def _remove_unused_snapshots(self, jobset: JobSet) -> None:
         keep = {job.commit for job in jobset.jobs.values()} | {jobset.commit}
         unfinished = self.ctx.store.executions_in_states({"queued", "running", "stopped"})
@@ -218,8 +272,28 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.snapshots.remove_unused(keep)
 
 
+class GitFailed(Exception):
+    """A git command that exited non-zero (or ran out of time)."""
+
+    def __init__(self, status: Optional[int], stderr: str):
+        super().__init__(f"git exited with {status}: {stderr}")
+        self.status = status
+        self.stderr = stderr
+
+
+def _git(args: list[str], cwd: Optional[os.PathLike] = None) -> str:
+    """Run ``git ARGS`` through GitPython (hooks off, no ext:: transport, no prompts); its stdout,
+    stripped. A command that does not complete in ``GIT_TIMEOUT`` seconds is killed."""
+    try:
+        return git.Git(None if cwd is None else str(cwd)).execute(
+            ["git", *_GIT_CONFIG, *args], env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
+    except git.GitCommandError as e:
+        stderr = (e.stderr or "").strip().replace("stderr: ", "", 1).strip("'\n ")
+        raise GitFailed(e.status if isinstance(e.status, int) else None, stderr) from None
+
+
 def _git_error(e: Exception) -> str:
-    if isinstance(e, git.GitCommandError):
-        stderr = (e.stderr or "").strip().replace("stderr: ", "").strip("'\n ")
+    if isinstance(e, GitFailed):
+        stderr = e.stderr.strip().strip("'\n ")
         return f"git failed: {scrub(stderr) if stderr else e.status}"
     return scrub(str(e))

@@ -1,19 +1,23 @@
 """The job repository model: finding job files, parsing and validating them (SPEC §3, §4).
 
-Everything here works on a plain working tree (no git): RepoSync passes a snapshot's root and
-fills in the commit. A file that does not validate is reported as ``(file, message)`` and
-skipped; the message names the key, var or value at fault.
+:func:`load_repository` works on a plain working tree (no git): ``overseer validate`` passes a
+checkout, RepoSync a snapshot's root when it cannot read the commit from git. :func:`load_tree`
+gives the same result from a commit's tree as git lists it (overseer/job_files.py ``Tree``) and
+its blobs, before any file of it is checked out. RepoSync fills in the commit. A file that does
+not validate is reported as ``(file, message)`` and skipped; the message names the key, var or
+value at fault.
 """
 from __future__ import annotations
 
 import difflib
+import errno as _errno
 import json
 import logging
 import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -25,19 +29,30 @@ import yaml
 
 from overseer import render
 from overseer.exceptions import JobDefinitionError, ParamError
-from overseer.job_files import escaping, gc_paused, job_name_for, jsonable, parse_document, read_bytes, scan
+from overseer.job_files import (
+    Tree,
+    escaping,
+    gc_paused,
+    job_name_for,
+    jsonable,
+    load_document,
+    read_bytes,
+    scan,
+)
 from overseer.parse_cache import ParseCache, digest
 from overseer.schedule import ScheduleEntry, parse_entry
 from overseer.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
 
 __all__ = ["MISSING", "VAR_TYPES", "Job", "ScheduleEntry", "VarSpec", "discover", "job_name_for",
-           "load_repository", "parse_job"]
+           "load_repository", "load_tree", "parse_job"]
 
 log = logging.getLogger(__name__)
 
 JOB_KEYS = ("command", "script", "timeout", "vars", "schedule", "description", "hooks", "env",
             "max_concurrent")
 VAR_KEYS = ("name", "type", "option", "values", "default", "required", "description")
+_JOB_KEY_SET = frozenset(JOB_KEYS)
+_VAR_KEY_SET = frozenset(VAR_KEYS)
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
@@ -94,10 +109,11 @@ def _unknown(key: Any, allowed: tuple[str, ...], where: str = "") -> JobDefiniti
     return _err(f"{where}unknown key {key!r}{hint}")
 
 
-def _document(relpath: str, data: bytes) -> dict:
+def _document(relpath: str, data: bytes) -> tuple[dict, bool]:
+    """The job file's mapping, and whether it is plain JSON data already (see ``load_document``)."""
     is_json = relpath.endswith(".json")
     try:
-        doc = parse_document(data, is_json)
+        doc, plain = load_document(data, is_json)
     except json.JSONDecodeError as exc:
         raise _err(f"invalid JSON on line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
@@ -112,7 +128,7 @@ def _document(relpath: str, data: bytes) -> dict:
     if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict):
         doc = doc[0]
     if isinstance(doc, dict):
-        return doc
+        return doc, plain
     if doc is None:
         raise _err("the file is empty: a job file holds a mapping")
     if isinstance(doc, list):
@@ -121,7 +137,7 @@ def _document(relpath: str, data: bytes) -> dict:
 
 
 def _script(root: Path, script: Any) -> str:
-    if not isinstance(script, str) or not script.strip():
+    if not isinstance(script, str) or not script.strip() or "\0" in script:
         raise _err(f"script: {script!r} is not a path")
     scripts = Path(root) / "scripts"
     if os.path.isabs(script):
@@ -144,6 +160,36 @@ def _script(root: Path, script: Any) -> str:
     return Path(os.path.normpath(rel)).as_posix()
 
 
+def _tree_script(tree: Tree, script: Any) -> str:
+    """:func:`_script` asked of ``tree`` (its snapshot root as ``root``): the same checks in the same
+    order, with the same messages. ``Path(root) / "scripts" / rel`` is pathlib's join, which drops
+    empty and ``.`` parts: ``_joined`` does the same."""
+    if not isinstance(script, str) or not script.strip() or "\0" in script:
+        raise _err(f"script: {script!r} is not a path")
+    if os.path.isabs(script):
+        raise _err(f"script: {script!r} must be a path relative to scripts/")
+    rel = script
+    if (rel.startswith("scripts/") and not tree.exists(_joined("scripts", rel))
+            and tree.exists(_joined(rel))):
+        rel = rel[len("scripts/"):]
+    real_scripts = tree.realpath("scripts")
+    target = tree.realpath(_joined("scripts", rel))
+    if os.path.commonpath([real_scripts, target]) != real_scripts or target == real_scripts:
+        raise _err(f"script: {script!r} is outside scripts/")
+    kind, _error = tree.resolve(tree.relative(target))
+    if kind is None:
+        raise _err(f"script: {script!r} does not exist under scripts/")
+    if kind[0] != "file":
+        raise _err(f"script: {script!r} is not a regular file")
+    if not kind[2]:
+        raise _err(f"script: {script!r} is not executable (git update-index --chmod=+x)")
+    return Path(os.path.normpath(rel)).as_posix()
+
+
+def _joined(*parts: str) -> str:
+    return "/".join(p for part in parts for p in part.split("/") if p and p != ".")
+
+
 def _positive(key: str, value: Any, integer: bool) -> Any:
     kind = "a positive integer" if integer else "a positive number of seconds"
     number_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -156,18 +202,23 @@ def _positive(key: str, value: Any, integer: bool) -> Any:
     return value
 
 
+_VARS: dict[tuple[int, str], VarSpec] = {}   # (index, repr of the declaration) -> its VarSpec
+
+
 def _var(index: int, raw: Any) -> VarSpec:
-    if isinstance(raw, dict):
-        try:
-            return _var_cached(index, tuple((type(k), k, type(v), v) for k, v in raw.items()))
-        except TypeError:   # an unhashable value (a list of enum values, a list default)
-            pass
-    return _parse_var(index, raw)
-
-
-@lru_cache(maxsize=16384)
-def _var_cached(index: int, items: tuple) -> VarSpec:
-    return _parse_var(index, {k: v for _, k, _, v in items})
+    """``_parse_var``, once per distinct declaration: large repositories repeat the same vars. The
+    key is the declaration's ``repr``, which tells ``1``, ``1.0`` and ``True`` apart, and lists
+    and maps too, for every type a job file's parse gives (and costs less than building a key)."""
+    if not isinstance(raw, dict):
+        return _parse_var(index, raw)
+    key = (index, repr(raw))
+    spec = _VARS.get(key)
+    if spec is None:
+        spec = _parse_var(index, raw)
+        if len(_VARS) >= 16384:
+            _VARS.clear()
+        _VARS[key] = spec
+    return spec
 
 
 def _parse_var(index: int, raw: Any) -> VarSpec:
@@ -176,7 +227,7 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
     name = raw.get("name")
     where = f"vars[{index}] ({name}): " if isinstance(name, str) else f"vars[{index}]: "
     for key in raw:
-        if key not in VAR_KEYS:
+        if key not in _VAR_KEY_SET:
             raise _unknown(key, VAR_KEYS, where)
     if not isinstance(name, str) or not VAR_NAME_RE.match(name):
         raise _err(f"{where}name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
@@ -205,7 +256,6 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
         raise _err(f"{where}description must be text")
-    spec = VarSpec(name=name, type=kind, option=option, values=values, description=description)
     default = raw.get("default", MISSING)
     if default is None and kind != "null":
         default = MISSING   # `default: null` (or empty): optional, no value unless given
@@ -216,13 +266,23 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
         raise _err(f"{where}required must be true or false, not {required!r}")
     if default is not MISSING:
         try:
+            spec = _new(VarSpec, name=name, type=kind, option=option, values=values, default=MISSING,
+                        required=True, description=description)
             default = coerce(spec, default, from_string=False)
         except ParamError as exc:
             hint = " (quote it in YAML to make it a string)" if kind == "str" else ""
             shown = show_value(default)
             raise _err(f"{where}default {shown} does not fit type {kind}: {exc}{hint}") from None
-    return VarSpec(name=name, type=kind, option=option, values=values, default=default, required=required,
-                   description=description)
+    return _new(VarSpec, name=name, type=kind, option=option, values=values, default=default,
+                required=required, description=description)
+
+
+def _new(cls: type, **fields: Any) -> Any:
+    """A frozen dataclass made from every one of its fields without running ``__init__`` (whose
+    ``object.__setattr__`` per field is most of the cost of a value made 10,000 times a load)."""
+    new = object.__new__(cls)
+    new.__dict__.update(fields)
+    return new
 
 
 def _vars(raw: Any) -> tuple[VarSpec, ...]:
@@ -325,9 +385,9 @@ def _parse_content(relpath: str, data: bytes) -> Job:
         raise _err(f"{relpath!r} is not a job file")
     if not JOB_NAME_RE.match(name):
         raise _err(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
-    doc = _document(relpath, data)
+    doc, plain = _document(relpath, data)
     for key in doc:
-        if key not in JOB_KEYS:
+        if key not in _JOB_KEY_SET:
             raise _unknown(key, JOB_KEYS)
     command, script = doc.get("command"), doc.get("script")
     if command is not None and script is not None:
@@ -344,7 +404,8 @@ def _parse_content(relpath: str, data: bytes) -> Job:
     if description is not None and not isinstance(description, str):
         raise _err(f"description: must be text, not {type(description).__name__}")
     specs = _vars(doc.get("vars"))
-    return Job(
+    return _new(
+        Job,
         name=name,
         file=relpath,
         command=_command(command, specs) if command is not None else None,
@@ -356,7 +417,8 @@ def _parse_content(relpath: str, data: bytes) -> Job:
         hooks=_hooks(doc.get("hooks")),
         env=_env(doc.get("env")),
         max_concurrent=max_concurrent,
-        definition=jsonable(doc),
+        definition=doc if plain else jsonable(doc),
+        commit=None,
     )
 
 
@@ -379,24 +441,54 @@ def parse_job(root: Path, relpath: str, data: bytes | None = None, cache: ParseC
     else:
         size = len(data)
     if size > MAX_JOB_FILE_BYTES or len(data) > MAX_JOB_FILE_BYTES:
-        raise _err(f"the file is {size} bytes; job files are limited to {MAX_JOB_FILE_BYTES} bytes")
+        raise _too_big(size)
+    job = _content_job(relpath, bytes(data), cache, used)
+    if job.script is not None:
+        job = replace(job, script=_script(root, job.script))
+    return job
+
+
+def _too_big(size: int) -> JobDefinitionError:
+    return _err(f"the file is {size} bytes; job files are limited to {MAX_JOB_FILE_BYTES} bytes")
+
+
+def _content_job(relpath: str, data: bytes, cache: ParseCache | None, used: dict | None,
+                 key: bytes | None = None) -> Job:
+    """The job of ``relpath`` holding ``data``, its script not checked yet: from ``cache`` when it
+    has it (``key`` is the content digest, when known), else parsed."""
     try:
-        job, key = None, b""
+        job = None
         if cache is not None:
-            key = digest(bytes(data))
+            if key is None:
+                key = digest(data)
             job = cache.get(relpath, key)
         if job is None:
-            job = _parse_content(relpath, bytes(data))
+            job = _parse_content(relpath, data)
         if used is not None:
-            used[(relpath, key)] = job
+            used[(relpath, key or b"")] = job
+        return job
     except JobDefinitionError:
         raise
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the whole load
         log.warning("%s: unexpected error while validating", relpath, exc_info=True)
         raise _err(f"cannot be validated: {type(exc).__name__}: {exc}") from None
-    if job.script is not None:
-        job = replace(job, script=_script(root, job.script))
-    return job
+
+
+def _unique_names(paths: list[str], errors: list[tuple[str, str]]) -> list[str]:
+    """The job files of ``paths`` (sorted) whose name no other file gives; both files of a name
+    given twice go to ``errors``."""
+    by_name: dict[str, list[str]] = {}
+    for relpath in paths:
+        by_name.setdefault(job_name_for(relpath), []).append(relpath)
+    unique = []
+    for name, same in by_name.items():
+        if len(same) == 1:
+            unique.append(same[0])
+            continue
+        for path in same:
+            others = ", ".join(p for p in same if p != path)
+            errors.append((path, f"job name {name!r} is also given by {others}"))
+    return unique
 
 
 def load_repository(root: Path, cache: ParseCache | None = None
@@ -409,25 +501,80 @@ def load_repository(root: Path, cache: ParseCache | None = None
     paths, links = scan(root)
     errors = escaping(root, links)
     leaving = {path for path, _ in errors}
-    by_name: dict[str, list[str]] = {}
-    for relpath in paths:
-        if relpath not in leaving:
-            by_name.setdefault(job_name_for(relpath), []).append(relpath)
     jobs: dict[str, Job] = {}
     with gc_paused():
-        for name, paths in by_name.items():
-            if len(paths) > 1:
-                for path in paths:
-                    others = ", ".join(p for p in paths if p != path)
-                    errors.append((path, f"job name {name!r} is also given by {others}"))
-                continue
+        for relpath in _unique_names([p for p in paths if p not in leaving], errors):
             try:
-                jobs[name] = parse_job(root, paths[0], cache=cache, used=used)
+                job = parse_job(root, relpath, cache=cache, used=used)
+                jobs[job.name] = job
             except JobDefinitionError as exc:
-                errors.append((paths[0], str(exc)))
+                errors.append((relpath, str(exc)))
     if cache is not None:
         cache.used = used
     errors.sort()
     if errors:
         log.info("job repository %s: %d valid jobs, %d problems", root, len(jobs), len(errors))
+    return jobs, errors
+
+
+BlobReader = Callable[[list[str], int], Mapping[str, tuple[int, "bytes | None"]]]
+
+
+def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = None
+              ) -> tuple[dict[str, Job], list[tuple[str, str]]]:
+    """What :func:`load_repository` gives for the commit's snapshot, from ``tree`` and its blobs:
+    ``read_blobs(oids, limit)`` returns ``oid -> (size, bytes)``, the bytes None above ``limit``
+    (overseer/snapshots.py ``Snapshots.read_blobs``). With ``cache``, a job file whose blob the
+    cache knows is not read at all; ``cache.used`` and ``cache.used_blobs`` are left for
+    ``cache.save``."""
+    used: dict | None = {} if cache is not None else None
+    used_blobs: dict[str, bytes] = {}
+    errors = list(tree.link_errors)
+    found: dict[str, Job] = {}
+    unread: list[tuple[str, str]] = []
+    with gc_paused():
+        files = _unique_names(tree.job_files(), errors)
+        for relpath in files:
+            oid, error = tree.content(relpath)
+            if oid is None:
+                errors.append((relpath, f"cannot read the file: {os.strerror(error or _errno.EIO)}"))
+                continue
+            key = cache.digest_of(oid) if cache is not None else None
+            job = cache.get(relpath, key) if key is not None else None
+            if job is None:
+                unread.append((relpath, oid))
+                continue
+            used[(relpath, key)] = job
+            used_blobs[oid] = key
+            found[relpath] = job
+        blobs = read_blobs(sorted({oid for _, oid in unread}), MAX_JOB_FILE_BYTES) if unread else {}
+        for relpath, oid in unread:
+            size, data = blobs[oid]
+            try:
+                if data is None or size > MAX_JOB_FILE_BYTES:
+                    raise _too_big(size)
+                key = digest(data) if cache is not None else None
+                found[relpath] = _content_job(relpath, data, cache, used, key)
+            except JobDefinitionError as exc:
+                errors.append((relpath, str(exc)))
+                continue
+            if key is not None:
+                used_blobs[oid] = key
+        jobs: dict[str, Job] = {}
+        for relpath in files:   # in the order load_repository gives
+            job = found.get(relpath)
+            if job is None:
+                continue
+            if job.script is not None:
+                try:
+                    job = replace(job, script=_tree_script(tree, job.script))
+                except JobDefinitionError as exc:
+                    errors.append((relpath, str(exc)))
+                    continue
+            jobs[job.name] = job
+    if cache is not None:
+        cache.used, cache.used_blobs = used, used_blobs
+    errors.sort()
+    if errors:
+        log.info("job repository tree: %d valid jobs, %d problems", len(jobs), len(errors))
     return jobs, errors

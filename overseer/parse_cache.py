@@ -5,6 +5,9 @@ against 0.5 s to read this file back). The cache maps a job file's path and the 
 bytes to the ``Job`` it parsed to (without its commit), so a restart parses only the files that
 changed meanwhile. It lives in the data dir, beside the Store, and is trusted as the Store is.
 
+A job read from git's objects is known by its blob id before its bytes are read: the cache also
+keeps the content digest of each blob id it saw, so a restart reads no unchanged file at all.
+
 It is keyed by the code that parses, too: entries written by another version of the parsing
 modules are never used. A missing, unreadable or foreign file only means a full parse; valid jobs
 alone are cached, so every problem of a file is found again and reported at each load.
@@ -25,7 +28,7 @@ from overseer.job_files import gc_paused
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 _PARSERS = ("jobs.py", "job_files.py", "vars.py", "schedule.py", "render.py", "parse_cache.py")
 
 
@@ -57,6 +60,8 @@ class ParseCache:
         self._code = _code_key()
         self.entries: dict[tuple[str, bytes], Any] = {}
         self.used: Optional[dict[tuple[str, bytes], Any]] = None  # what the last load used
+        self.blobs: dict[str, bytes] = {}   # git blob id -> content digest
+        self.used_blobs: dict[str, bytes] = {}  # the blobs of the last load's jobs
         self.hits = 0
         self._lock = threading.Lock()
         if path is not None:
@@ -72,14 +77,24 @@ class ParseCache:
             log.warning("job parse cache %s is unreadable (%s); parsing every file", self.path, e)
             return
         if (isinstance(blob, dict) and blob.get("code") == self._code
-                and isinstance(blob.get("entries"), dict)):
+                and isinstance(blob.get("entries"), dict) and isinstance(blob.get("blobs"), dict)):
             self.entries = blob["entries"]
+            self.blobs = blob["blobs"]
 
     def get(self, relpath: str, key: bytes) -> Any:
+        """The job parsed from ``relpath`` with content digest ``key`` (read from the file, or
+        used by the last load since), None if unknown."""
         job = self.entries.get((relpath, key))
+        if job is None and self.used is not None:
+            job = self.used.get((relpath, key))
         if job is not None:
             self.hits += 1
         return job
+
+    def digest_of(self, oid: str) -> Optional[bytes]:
+        """The content digest of git blob ``oid``, if a load saw it."""
+        key = self.blobs.get(oid)
+        return self.used_blobs.get(oid) if key is None else key
 
     def save_soon(self) -> None:
         """``save`` on a thread of its own (the jobs are in use before the file is written)."""
@@ -88,18 +103,22 @@ class ParseCache:
     def save(self, used: Optional[dict[tuple[str, bytes], Any]] = None) -> None:
         """Write ``used`` (by default what the last load used) as the cache, atomically, unless it
         is what the file already holds."""
-        used = self.used if used is None else used
+        if used is None:
+            used, blobs = self.used, self.used_blobs
+        else:
+            blobs = {}
         if self.path is None or used is None:
             return
         with self._lock:
-            if used.keys() == self.entries.keys():
+            if used.keys() == self.entries.keys() and blobs.keys() == self.blobs.keys():
                 return
             tmp = self.path.with_name(self.path.name + ".tmp")
             try:
                 with open(tmp, "wb") as f:
-                    pickle.dump({"code": self._code, "entries": used}, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump({"code": self._code, "entries": used, "blobs": blobs}, f,
+                                protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, self.path)
-                self.entries = used
+                self.entries, self.blobs = used, blobs
             except Exception as e:  # noqa: BLE001 - the cache is an optimisation only
                 log.warning("cannot write the job parse cache %s: %s", self.path, e)
                 try:

@@ -423,3 +423,61 @@ def test_huge_numbers_are_errors_of_their_file(tmp_path, content, fragment):
     write(tmp_path, {"ok.yml": {"command": "true"}, "job.yml": content})
     jobs, errors = load_repository(tmp_path)
     assert "ok" in jobs and fragment in dict(errors)["job.yml"]
+
+
+# -- what the fast paths of a load must not change ------------------------------------------------
+
+@pytest.mark.parametrize("name, content", [
+    ("plain.yml", "command: echo {{ a }}\nvars: [{name: a, default: x}, {name: n, type: int, default: 3}]\n"
+                  "env: {A: b}\ndescription: d\ntimeout: 1.5\n"),
+    ("dated.yml", "description: d\nschedule: [{time: 2026-01-01T00:00:00Z, frequency: 60}]\n"),
+    ("keys.yml", "description: d\nhooks: {'*': ['http://x/']}\nenv: {A: '1', B: 2, C: true}\n"),
+    ("inf.yml", "env: {A: .inf, B: -.inf}\n"),
+    ("nan.json", '{"env": {"A": NaN, "B": 1e400, "C": 1.5}}'),
+    ("merge.yml", "vars: [{name: a, default: x}, {<<: {type: int}, name: b, default: 2}]\n"),
+    ("omap.yml", "vars: [{name: o, type: omap, default: !!omap [{a: 1}, {b: 2}]}]\n"),
+    ("set.yml", "vars: [{name: s, type: set, default: !!set {x: null}}]\n"),
+])
+def test_a_definition_is_the_document_as_json(tmp_path, name, content):
+    """A plain document is its own definition; any other is converted, as before."""
+    from overseer.job_files import jsonable, parse_document
+
+    write(tmp_path, {name: content})
+    jobs, errors = load_repository(tmp_path)
+    doc = parse_document(content.encode(), name.endswith(".json"))
+    definition = jobs[job_name_for(name)].definition
+    assert definition == jsonable(doc)
+    assert json.dumps(definition, allow_nan=False) == json.dumps(jsonable(doc), allow_nan=False)
+    assert errors == [] and len(jobs) == 1
+
+
+def test_an_explicit_text_tag_on_a_collection_is_an_error(tmp_path):
+    assert "expected a scalar node" in problem(tmp_path, "description: !!str {a: 1}\n")
+    assert "expected a scalar node" in problem(tmp_path, "description: !!str [a]\n", name="b.yml")
+
+
+def test_equal_var_declarations_of_other_types_are_not_confused(tmp_path):
+    """Var declarations are validated once per distinct declaration: the same text with another
+    type is another declaration."""
+    write(tmp_path, {"a.yml": "vars: [{name: x, default: '1'}]\n", "b.yml": "vars: [{name: x, default: 1}]\n",
+                     "c.yml": "vars: [{name: x, type: float, default: -0.0}]\n",
+                     "d.yml": "vars: [{name: x, type: float, default: 0.0}]\n",
+                     "e.yml": "vars: [{name: x, type: enum, values: [1, '1'], default: 1}]\n",
+                     "f.yml": "vars: [{name: x, type: enum, values: [1, '1'], default: '1'}]\n"})
+    jobs, errors = load_repository(tmp_path)
+    assert dict(errors) == {"b.yml": "vars[0] (x): default 1 does not fit type str: var 'x': 1 is not a str "
+                                     "(quote it in YAML to make it a string)"}
+    assert str(jobs["c"].vars[0].default) == "-0.0" and str(jobs["d"].vars[0].default) == "0.0"
+    assert jobs["e"].vars[0].default == 1 and jobs["f"].vars[0].default == "1"
+    assert type(jobs["e"].vars[0].default) is int
+
+
+def test_a_symlink_loop_is_an_unreadable_file_not_a_failed_load(tmp_path):
+    write(tmp_path, {"ok.yml": {"command": "true"}})
+    os.symlink("loop.yml", tmp_path / "loop.yml")
+    os.symlink("x/y", tmp_path / "through.yml")
+    write(tmp_path, {"x": "a file\n"})
+    jobs, errors = load_repository(tmp_path)
+    assert list(jobs) == ["ok"]
+    assert errors == [("loop.yml", "cannot read the file: Too many levels of symbolic links"),
+                      ("through.yml", "cannot read the file: Not a directory")]

@@ -6,8 +6,16 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from overseer.exceptions import JobDefinitionError
-from overseer.schedule import (MISFIRE, anchor_for, due, due_slots, latest_slot, next_slot, next_slots,
-                               parse_entry)
+from overseer.schedule import (
+    MISFIRE,
+    anchor_for,
+    due,
+    due_slots,
+    latest_slot,
+    next_slot,
+    next_slots,
+    parse_entry,
+)
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
