@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -71,6 +72,15 @@ from .store_writer import Batch, Promise, Rejected, RWLock, Writer
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("executions", "counters", "chunks", "interleave", "inactive", "schedule")
+DECODED_KEEP = 4096  # records kept decoded beside the bytes last written (running executions)
+
+
+def _copy_record(record: dict) -> dict:
+    """A copy an update may change: the record and its event list (events are only appended)."""
+    copy = dict(record)
+    if isinstance(copy.get("events"), list):
+        copy["events"] = list(copy["events"])
+    return copy
 
 
 class _Watch:
@@ -104,6 +114,7 @@ class Store:
         self._watches: dict[bytes, _Watch] = {}
         self._committed = threading.Condition(self._watch_lock)
         self._commits = 0
+        self._decoded: OrderedDict = OrderedDict()  # ekey -> (bytes written, record): see _remember
         self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._notify)
         # Activation is read on every trigger and every schedule fire, and written only through
         # set_active: it is kept in memory too (set_active calls are serialized to keep it exact).
@@ -226,14 +237,17 @@ class Store:
         return self._update_async(job, ident, fn, durable).result()
 
     def update_execution_async(self, job: str, ident: int, fn: Callable[[dict], dict | None],
-                               durable: bool = False) -> Promise:
+                               durable: bool = False, inline: bool = True) -> Promise:
         """``update_execution`` without waiting: a Promise (a Future's methods) of the stored
         record. Ops are committed in the order they were queued, so a later write (or ``flush``)
-        waiting means this one is in."""
-        return self._update_async(job, ident, fn, durable)
+        waiting means this one is in. ``inline=False``: queued for the writer thread (to be
+        committed with what else is queued), never committed on this thread."""
+        return self._update_async(job, ident, fn, durable, inline)
 
-    def _update_async(self, job: str, ident: int, fn: Callable, durable: bool) -> Promise:
-        return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable)
+    def _update_async(self, job: str, ident: int, fn: Callable, durable: bool,
+                      inline: bool = True) -> Promise:
+        return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable,
+                                   inline=inline)
 
     def executions_in_states(self, states: set[str]) -> list[dict]:
         """Every execution (of every job) whose state is one of `states`."""
@@ -419,7 +433,9 @@ class Store:
         batch.records.add(ekey)
         if keep is not None:
             self._prune(batch, prefix, ekey, max(keep, 1))
-        return decode_record(data)
+        created = decode_record(data)  # the JSON form: what a read of it gives
+        self._remember(ekey, data, created)
+        return created
 
     def _prune(self, batch: Batch, prefix: bytes, newest: bytes, keep: int) -> None:
         """Delete the finished executions older than the `keep` newest ids, and their output.
@@ -451,8 +467,12 @@ class Store:
         raw = batch.txn.get(ekey, db=self._dbs["executions"])
         if raw is None:
             raise Rejected(NotFound(f"no execution {ident} of job {job!r}"))
+        raw = bytes(raw)
         try:
-            record = decode_record(raw)
+            known = self._decoded.get(ekey)
+            # The record as this store last wrote it, if those are still its bytes (a run's start
+            # and end update the record just written): no JSON decode. A copy: fn changes it.
+            record = _copy_record(known[1]) if known is not None and known[0] == raw else decode_record(raw)
             new = fn(record)
             if new is None:
                 new = record
@@ -462,4 +482,14 @@ class Store:
             raise Rejected(exc) from exc
         batch.txn.put(ekey, data, db=self._dbs["executions"])
         batch.records.add(ekey)
+        self._remember(ekey, data, new)
         return new
+
+    def _remember(self, ekey: bytes, data: bytes, record: dict) -> None:
+        """Keep the decoded form of bytes just written (ops run one at a time: no lock). Checked
+        against the stored bytes before use, so a batch that was rolled back leaves no trace."""
+        decoded = self._decoded
+        decoded[ekey] = (data, _copy_record(record))
+        decoded.move_to_end(ekey)
+        if len(decoded) > DECODED_KEEP:
+            decoded.popitem(last=False)
