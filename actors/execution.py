@@ -352,6 +352,8 @@ class Execution(PooledActor):
             except OSError:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+            if self.ctx.scratch:
+                self.ctx.scratch.top_up()  # the next start's, made now rather than during it
 
 
 def _make_tmpdir(path: Path) -> str:

@@ -262,12 +262,17 @@ class System:
             raise QueueFull(f"{dispatcher.queued} executions are waiting (execution.max_queued)")
         try:
             record = self.store.create_execution(job.name, make_execution(job, params, trigger),
-                                                 keep=self.config.retention.executions_per_job)
+                                                 keep=self.config.retention.executions_per_job,
+                                                 sync_later=True)
         except BaseException:
             dispatcher.unreserve()
+            self.store.sync_soon()
             raise
-        self.ctx.notify(job, record["id"], record["events"][0])
-        dispatcher.submit(job, dict(record), 0, reserved=True)
+        try:
+            self.ctx.notify(job, record["id"], record["events"][0])
+            dispatcher.submit(job, dict(record), 0, reserved=True)
+        finally:
+            self.store.sync_soon()  # the record's fsync, after its process started
         return record
 
     def create_event(self, name: str, ident: int, event: Any, cause: Any, source: str = "api") -> dict:

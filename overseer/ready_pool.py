@@ -3,10 +3,10 @@
 A run's start makes two directories: its TMPDIR (on the data dir's disk) and its
 cgroup. A mkdir on the disk that holds the Store waits while the Store's fsync
 commits the file system's journal (here up to a millisecond, against 50 us
-otherwise), and a cgroup mkdir costs 0.1 ms: both sat on the trigger's path to
-the process start. A ``ReadyPool`` keeps a few of them made; ``take`` hands one
-out at once and wakes the pool's thread when it runs low, and makes one itself
-only when a burst has emptied the pool.
+otherwise): it sat on the trigger's path to the process start. A ``ReadyPool``
+keeps a few made; ``take`` hands one out at once, ``top_up`` (called when a
+run ends) wakes the pool's thread when it runs low, and ``take`` makes one
+itself only when a burst has emptied the pool.
 """
 from __future__ import annotations
 
@@ -34,14 +34,21 @@ class ReadyPool(Generic[T]):
         self._wake.set()
 
     def take(self) -> Optional[T]:
-        """One ready item, or one made now when none is ready (None if it cannot be made)."""
+        """One ready item, or one made now when none is ready (None if it cannot be made). It
+        does not wake the pool's thread: that would compete with the start this item is for;
+        ``top_up`` (at a run's end) does."""
         try:
             item = self._items.popleft()
         except IndexError:
             item = None
+        if not self._items and not self._closed:
+            self._wake.set()  # a burst emptied it: refill now
+        return item if item is not None else self._make()
+
+    def top_up(self) -> None:
+        """Wake the pool's thread if fewer than half are ready."""
         if len(self._items) < self._size // 2 and not self._closed:
             self._wake.set()
-        return item if item is not None else self._make()
 
     def close(self) -> None:
         """Stop making; dispose of what is ready."""

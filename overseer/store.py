@@ -18,7 +18,10 @@ Durability, exactly:
   (``create_execution``, ``update_execution`` with ``durable=True``,
   ``set_active``, ``set_last_fire``) wakes it at once, so such a record reaches
   the disk within one fsync (milliseconds) of its commit; callers do not wait
-  for it, so neither they nor the next batch queue behind the disk.
+  for it, so neither they nor the next batch queue behind the disk.  A
+  ``create_execution(sync_later=True)`` (a trigger) wakes it when the caller
+  calls ``sync_soon()`` (once the run's process has started), or at most
+  ``SYNC_INTERVAL`` later.
 * Other batches (output appends, non-durable updates) are fsynced at most
   ``SYNC_INTERVAL`` (1 s) after their commit.  Power loss may lose the last
   second of output and the last milliseconds of records; a crash of the
@@ -67,7 +70,7 @@ from .store_keys import (
     u64,
 )
 from .store_output import delete_prefix, read_interleaved, read_stream, stream_size
-from .store_writer import Batch, Promise, Rejected, RWLock, Writer
+from .store_writer import DURABLE, DURABLE_SOON, Batch, Promise, Rejected, RWLock, Writer
 
 log = logging.getLogger(__name__)
 
@@ -184,21 +187,27 @@ class Store:
 
     # executions
 
-    def create_execution(self, job: str, record: dict, keep: int | None = None) -> dict:
+    def create_execution(self, job: str, record: dict, keep: int | None = None,
+                         sync_later: bool = False) -> dict:
         """Store `record` as the next execution of `job` (durable) and return it with job and id.
-        With `keep`, finished executions older than the `keep` newest are deleted with their output."""
-        return self.create_execution_async(job, record, keep).result()
+        With `keep`, finished executions older than the `keep` newest are deleted with their output.
+        With ``sync_later`` its fsync waits for ``sync_soon()`` (at most SYNC_INTERVAL)."""
+        return self.create_execution_async(job, record, keep, sync_later=sync_later).result()
+
+    def sync_soon(self) -> None:
+        """fsync now (on the fsync thread) what ``sync_later`` creates committed."""
+        self._writer.sync_soon()
 
     def create_execution_async(self, job: str, record: dict, keep: int | None = None,
-                               inline: bool = True) -> Promise:
+                               inline: bool = True, sync_later: bool = False) -> Promise:
         """`create_execution` without waiting: a Promise (a Future's methods) of the stored record.
         With ``inline=False`` it is only queued for the writer thread, so that many of them queued
         at once commit together (the Scheduler firing many entries in one tick)."""
         prefix = job_prefix(job)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
             raise ValueError(f"keep must be an int or None, not {keep!r}")
-        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep), durable=True,
-                                   inline=inline)
+        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep),
+                                   durable=DURABLE_SOON if sync_later else DURABLE, inline=inline)
 
     def get_execution(self, job: str, ident: int) -> dict | None:
         try:

@@ -36,6 +36,8 @@ SYNC_INTERVAL = 1.0             # longest time committed output stays without fs
 MAX_PENDING_BYTES = 64 << 20    # appenders wait while this much output is queued
 MAX_MAP_SIZE = 1 << 44
 APPEND = object()               # marks an output append in the queue
+DURABLE = 1                     # an op's batch is fsynced at once (True is DURABLE)
+DURABLE_SOON = 2                # ... once the caller says so (sync_soon), or within SYNC_INTERVAL
 
 
 _PROMISES = threading.Lock()  # guards every Promise's state: held for a few instructions
@@ -197,12 +199,13 @@ class Writer:
         self._last_sync = time.monotonic()
         self.stats = {"batches": 0, "ops": 0, "syncs": 0, "map_growths": 0}
         self._sync_now = threading.Event()
+        self._durable_waiting = False  # a DURABLE_SOON batch is committed and not fsynced yet
         self._thread = threading.Thread(target=self._run, name=f"store-writer:{name}", daemon=True)
         self._thread.start()
         self._syncer = threading.Thread(target=self._sync_loop, name=f"store-sync:{name}", daemon=True)
         self._syncer.start()
 
-    def submit(self, fn: Callable, args: tuple, durable: bool = False, inline: bool = True) -> Promise:
+    def submit(self, fn: Callable, args: tuple, durable: int = False, inline: bool = True) -> Promise:
         """Queue `fn(batch, *args)` and return a Promise of its result, resolved once the batch
         is committed: at once, on this thread, when no batch is running; else by the writer
         thread (always, with ``inline=False``).  With `durable`, the fsync thread flushes the batch
@@ -225,6 +228,13 @@ class Writer:
         else:
             self._work.set()
         return future
+
+    def sync_soon(self) -> None:
+        """fsync what DURABLE_SOON ops committed (on the fsync thread). A trigger calls it once
+        its process has started: the fsync thread then takes the GIL after the start, not during."""
+        if self._durable_waiting:
+            self._durable_waiting = False
+            self._sync_now.set()
 
     def append(self, ekey: bytes, code: bytes, data: bytes) -> None:
         """Queue an output append for the writer thread (no answer); waits while too much output
@@ -301,8 +311,11 @@ class Writer:
             self.stats["batches"] += 1
             self.stats["ops"] += len(pending)
             self._dirty = True
-            if any(map(itemgetter(3), pending)):
+            durability = set(map(itemgetter(3), pending))
+            if DURABLE in durability:
                 self._sync_now.set()
+            elif DURABLE_SOON in durability:
+                self._durable_waiting = True
             batch.out.commit_to(self._cache)
             for op, result in zip(pending, results):
                 if isinstance(result, Rejected):
