@@ -58,9 +58,9 @@ class Dispatcher:
             self.reserved += 1
             return True
 
-    def unreserve(self) -> None:
+    def unreserve(self, count: int = 1) -> None:
         with self._lock:
-            self.reserved -= 1
+            self.reserved -= count
 
     # -- admission ---------------------------------------------------------------------------
     def submit(self, job: Job, record: dict, priority: int = 0, reserved: bool = False) -> None:
@@ -72,11 +72,13 @@ class Dispatcher:
             runs = self._take()
         self._begin(runs)
 
-    def submit_many(self, runs: list[tuple[Job, dict, int]]) -> None:
+    def submit_many(self, runs: list[tuple[Job, dict, int]], reserved: int = 0) -> None:
         """Many stored runs at once (a schedule tick): one pass of admission. The runs that may
         start are started on other threads (``defer``), one task each, so that a tick of
-        thousands of runs neither holds the Scheduler's thread nor starts them one by one."""
+        thousands of runs neither holds the Scheduler's thread nor starts them one by one.
+        ``reserved``: how many places ``reserve`` took for them."""
         with self._lock:
+            self.reserved -= reserved
             for job, record, priority in runs:
                 self._queue.push(job.name, record["id"], priority, (job, record))
             started = self._take()

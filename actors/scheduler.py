@@ -103,6 +103,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
         self._seq = itertools.count()
         self._defaults: dict[str, tuple] = {}  # job name -> (job, params, command) of its scheduled runs
         self._slot_texts: dict[_dt.datetime, str] = {}
+        self._full = 0  # slots of this tick not fired: the queue was full
         self._timer = _Timer(self.actor_ref) if timer else None
         self.paused = False
 
@@ -192,10 +193,17 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             runs.append((job, record, entry.priority))
             created.append(record)
         self._log_created(created)
+        if self._full:
+            log.error("%d scheduled runs not created: %d executions are waiting (execution.max_queued)",
+                      self._full, self.ctx.dispatcher.queued)
+            self._full = 0
         if self._timer:
             self._timer.set(self._heap[0][0] if self._heap else None)
-        if runs and not self.paused:
-            self.ctx.dispatcher.submit_many(runs)
+        dispatcher = self.ctx.dispatcher
+        if self.paused:
+            dispatcher.unreserve(len(pending))
+        else:
+            dispatcher.submit_many(runs, reserved=len(pending))
         return created
 
     def _log_created(self, created: list[dict]) -> None:
@@ -224,6 +232,9 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 log.error("%s: scheduled run for %s not created: %s", name, slot, e)
                 return None
             defaults = self._defaults[name] = (job, params, command)
+        if not self.ctx.dispatcher.reserve(self.ctx.config.execution.max_queued):
+            self._full += 1  # the queue is full: as for a trigger, no run (logged once a tick)
+            return None
         slot_text = self._slot_texts.get(slot)
         if slot_text is None:
             if len(self._slot_texts) > 1000:
@@ -231,8 +242,12 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             slot_text = self._slot_texts[slot] = ex.now_iso(slot)
         record = ex.new_record(params=defaults[1], command=defaults[2], commit=job.commit,
                                trigger="schedule", scheduled_for=slot_text, priority=entry.priority)
-        future = self.ctx.store.create_execution_async(
-            name, record, keep=self.ctx.config.retention.executions_per_job, inline=False)
+        try:
+            future = self.ctx.store.create_execution_async(
+                name, record, keep=self.ctx.config.retention.executions_per_job, inline=False)
+        except OverseerError:
+            self.ctx.dispatcher.unreserve()
+            raise
         return name, entry, slot, job, future
 
     def pause(self) -> None:

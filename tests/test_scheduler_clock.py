@@ -44,13 +44,13 @@ class Clock:
 class Harness:
     """Schedulers over one Store, as successive server processes would have them."""
 
-    def __init__(self, tmp_path, job_repo, jobs=JOBS):
+    def __init__(self, tmp_path, job_repo, jobs=JOBS, **config):
         job_repo.commit(jobs)
         jobs, errors = load_repository(job_repo.root)
         assert errors == []
         self.jobset = JobSet(commit="c0", jobs=types.MappingProxyType(
             {name: dataclasses.replace(job, commit="c0") for name, job in jobs.items()}))
-        config = make_config(tmp_path, job_repo)
+        config = make_config(tmp_path, job_repo, **config)
         self.store = Store(tmp_path / "store")
         self.ctx = Context(config=config, store=self.store, catalog=Catalog(tmp_path / "snapshots"),
                            monitor=None, library_dir=tmp_path, socket_path=tmp_path / "event.sock",
@@ -154,5 +154,21 @@ def test_a_late_tick_fires_each_slot_it_missed_once(tmp_path, job_repo):
             "2026-01-01T12:00:02.000000Z", "2026-01-01T12:00:03.000000Z", "2026-01-01T12:00:04.000000Z"]
         h.scheduler.tick(h.clock.now)  # nothing twice
         assert h.slots("fast") == [at(2026, 1, 1, 12, 0, s) for s in range(0, 5)]
+    finally:
+        h.store.close()
+
+
+def test_a_full_queue_creates_no_scheduled_run(tmp_path, job_repo, caplog):
+    # one run may run (it never ends here), two may wait: the slots after those create nothing
+    h = Harness(tmp_path, job_repo, {"fast.yml": {"schedule": [{"frequency": "* * * * * *"}]}},
+                execution={"max_concurrent": 1, "max_queued": 2})
+    try:
+        h.start(at(2026, 1, 1, 12))
+        for s in range(1, 5):
+            h.clock.now = at(2026, 1, 1, 12, 0, s)
+            h.scheduler.tick(h.clock.now)
+        assert h.slots("fast") == [at(2026, 1, 1, 12, 0, s) for s in range(0, 3)]
+        assert h.ctx.dispatcher.queued == 2 and h.ctx.dispatcher.running == 1
+        assert "scheduled runs not created: 2 executions are waiting (execution.max_queued)" in caplog.text
     finally:
         h.store.close()
