@@ -179,6 +179,9 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 self._last[key] = new_last
                 self.ctx.store.set_last_fire(key[0], entry.key, new_last, wait=False)
             for slot in slots:
+                if self._full:  # the queue filled up during this tick: count what is left
+                    self._full += 1
+                    continue
                 fire = self._fire(key[0], entry, slot)
                 if fire is not None:
                     pending.append(fire)

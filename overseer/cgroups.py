@@ -69,8 +69,10 @@ def remove_stale(mount: Path) -> list[Path]:
             except OSError:
                 busy.append(child.name)
         if busy:
-            log.warning("cgroup %s of a server that is gone still holds processes in %s; left in place",
-                        parent, ", ".join(sorted(busy)))
+            busy.sort()
+            more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""  # one line, however many
+            log.warning("cgroup %s of a server that is gone still holds processes in %d cgroups (%s%s); "
+                        "left in place", parent, len(busy), ", ".join(busy[:5]), more)
             continue
         try:
             parent.rmdir()

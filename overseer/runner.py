@@ -236,18 +236,25 @@ class ProcessMonitor:
         return proc, os.pidfd_open(proc.pid), pipes
 
     def _register(self, watch: _Watch) -> None:
-        """Watch a started process's pipes and pidfd (from any thread). The pidfd comes last: the
-        monitor may read a pipe to its end before the other is watched, but reaps only after."""
+        """Watch a started process's pipes and pidfd (from any thread). Each fd is added to epoll
+        before it is named in ``_fds``: an event of an earlier fd of that number, still in the
+        monitor's hands, then finds no owner, or this watch with its fd already watched (a
+        read of it is harmless); an event of the new fd before it is named comes again (epoll is
+        level-triggered). The pidfd comes last: the monitor may read a pipe to its end before
+        the other is watched, but reaps only after."""
         for fd in list(watch.pipes):  # the monitor may close the first before the second is in
-            self._fds[fd] = (watch, fd)
             self._ep.register(fd, select.EPOLLIN)
-        self._fds[watch.pidfd] = (watch, None)
+            self._fds[fd] = (watch, fd)
         self._ep.register(watch.pidfd, select.EPOLLIN)
+        self._fds[watch.pidfd] = (watch, None)
 
     def _unwatch(self, fd: int) -> None:
         """Stop watching ``fd`` and close it (monitor thread only: no fd number is reused while
         an event of this batch may still name it)."""
-        self._ep.unregister(fd)
+        try:
+            self._ep.unregister(fd)
+        except FileNotFoundError:  # pragma: no cover - a watch never registered: nothing to undo
+            log.debug("fd %d was not watched", fd)
         del self._fds[fd]
         os.close(fd)
 

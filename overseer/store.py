@@ -120,8 +120,7 @@ class Store:
         self._decoded: OrderedDict = OrderedDict()  # ekey -> (bytes written, record): see _remember
         self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._notify)
         # Activation is read on every trigger and every schedule fire, and written only through
-        # set_active: it is kept in memory too (set_active calls are serialized to keep it exact).
-        self._activation = threading.Lock()
+        # set_active: it is kept in memory too, changed by the op itself (in commit order).
         self._inactive = self.inactive_jobs()
 
     def _open_dbs(self) -> dict:
@@ -172,13 +171,23 @@ class Store:
 
     def set_active(self, job: str, active: bool) -> None:
         key = job_key(job)
-        with self._activation:
-            if active:
-                self._writer.submit(self._op_delete, ("inactive", key), durable=True).result()
-                self._inactive.discard(job)
-            else:
-                self._writer.submit(self._op_put, ("inactive", key, b""), durable=True).result()
-                self._inactive.add(job)
+        try:
+            self._writer.submit(self._op_activate, (key, job, active), durable=True).result()
+        except BaseException:
+            # The batch did not commit: what memory says of this job is what the store says.
+            with self._reading() as txn:
+                stored_inactive = txn.get(key, db=self._dbs["inactive"]) is not None
+            (self._inactive.add if stored_inactive else self._inactive.discard)(job)
+            raise
+
+    def _op_activate(self, batch: Batch, key: bytes, job: str, active: bool) -> None:
+        """Runs again if its batch is replayed: the same outcome each time."""
+        if active:
+            batch.txn.delete(key, db=self._dbs["inactive"])
+            self._inactive.discard(job)
+        else:
+            batch.txn.put(key, b"", db=self._dbs["inactive"])
+            self._inactive.add(job)
 
     def inactive_jobs(self) -> set[str]:
         with self._reading() as txn:

@@ -371,3 +371,33 @@ def test_without_clone3_the_monitor_falls_back_to_popen(tmp_path):
     assert r.returncode == 0, r.stderr
     line = "[b'hi\\n', ExitStatus(exit_code=4, signal=None)] True False"
     assert r.stdout.splitlines() == [line, line]
+
+
+def test_a_dead_servers_busy_cgroups_are_left_and_reported_in_one_line(caplog):
+    from overseer import cgroups
+
+    root = cgroups.CgroupRoot.find()
+    if root is None:
+        pytest.skip("no writable cgroup2 hierarchy here")
+    mount = root.path.parent
+    root.remove()
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    parent = mount / f"overseer-{dead}"
+    sleepers = []
+    try:
+        for i in range(8):
+            (parent / f"job-{i}").mkdir(parents=True)
+            sleeper = subprocess.Popen(["sleep", "30"])
+            sleepers.append(sleeper)
+            (parent / f"job-{i}" / "cgroup.procs").write_text(str(sleeper.pid))
+        (parent / "idle").mkdir()
+        caplog.set_level("WARNING", logger="overseer.cgroups")
+        assert cgroups.remove_stale(mount) == []
+        assert not (parent / "idle").exists() and (parent / "job-0").exists()
+        (line,) = [r.getMessage() for r in caplog.records if "still holds processes" in r.getMessage()]
+        assert "in 8 cgroups (job-0, job-1, job-2, job-3, job-4 and 3 more)" in line
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+        wait_for(lambda: cgroups.remove_stale(mount) == [parent], 10, "the dead server's cgroup removed")
