@@ -31,11 +31,11 @@ from .scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0
+LOG_EACH = 50  # lost executions named one by one in the log; the rest counted
 
 
 def recover(ctx: Context) -> list[dict]:
     """Finish every execution a previous process left unfinished; returns them."""
-    lost = []
     pending = ctx.store.executions_in_states({"queued", "running", "stopped"})
     kill = []
     for record in pending:
@@ -51,14 +51,19 @@ def recover(ctx: Context) -> list[dict]:
             time.sleep(0.05)
         for pgid in kill:
             _signal_group(pgid, signal.SIGKILL)
+    futures = []  # queued together: thousands of them are a few group commits, not one each
     for record in pending:
         event = ex.make_event("lost", "the server stopped while it was " + record["state"], "system")
-        updated = ctx.store.update_execution(
+        futures.append(ctx.store.update_execution_async(
             record["job"], record["id"],
-            lambda r, event=event: ex.add_event(r, event, state="finished", ended_at=event["time"]))
+            lambda r, event=event: ex.add_event(r, event, state="finished", ended_at=event["time"]),
+            durable=True, inline=False))
+    for record in pending[:LOG_EACH]:
         log.warning("%s/%s: lost (was %s when the previous server stopped)", record["job"], record["id"],
                     record["state"])
-        lost.append(updated)
+    if len(pending) > LOG_EACH:
+        log.warning("... and %d more executions lost", len(pending) - LOG_EACH)
+    lost = [future.result() for future in futures]
     return lost
 
 
