@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import queue
@@ -125,6 +126,10 @@ def _run_server(args: argparse.Namespace) -> int:
         return 2
     log.info("listening on %s (jobs from %s, data in %s)", config.base_url,
              system.repo_info()["url"], config.data_path)
+    # What the start made (modules, the job set, the HTTP server) lives as long as the server: out
+    # of the collector's sight, a full collection scans only what came since (26 ms against 0.1
+    # here; it ran in the middle of a request now and then).
+    gc.freeze()
     if args.config is None:
         print(f"Overseer is running the bundled example jobs on {config.base_url}\n"
               f"  try: curl {config.base_url}/jobs\n"
