@@ -52,10 +52,11 @@ class Execution(PooledActor):
     @classmethod
     def begin(cls, ctx: Context, job: Job, record: dict) -> None:
         """Make the run's actor and start its process here, on the calling thread; the actor's
-        own thread takes over from there. Never raises for the run's own faults: a failure to
-        start finishes the run (``fail``, with the cause). While the snapshot of the run's commit
-        is still being written (a fresh start), the run keeps its slot and starts on an
-        execution thread once the snapshot is there: the admitting thread does not wait."""
+        messages are handled on the execution threads from there. Never raises for the run's own
+        faults: a failure to start finishes the run (``fail``, with the cause). While the snapshot
+        of the run's commit is still being written (a fresh start), the run keeps its slot and
+        starts on an execution thread once the snapshot is there: the admitting thread does not
+        wait."""
         commit = job.commit
         if commit and not ctx.catalog.snapshot_ready(commit):
             log.info("%s/%s: waits for the snapshot of %s", job.name, record["id"], commit[:12])
@@ -116,11 +117,11 @@ class Execution(PooledActor):
                 self.stop()
                 return
             if (self.name, self.ident) in self.ctx.running:
-                # Queued twice (a Scheduler restarted between a trigger and its message): the
+                # Admitted twice (the queue holds each run once; this guards the record): the
                 # first actor runs it.
                 log.warning("%s/%s: already running; not started again", self.name, self.ident)
                 self._finished = True
-                self.ctx.run_finished(self.name, self.ident)  # the slot the Scheduler gave it
+                self.ctx.run_finished(self.name, self.ident)  # the slot it was admitted to
                 self.stop()
                 return
             self.ctx.tokens[self.token] = self.actor_ref
