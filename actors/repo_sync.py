@@ -32,10 +32,11 @@ import pykka
 
 from overseer import jobs as jobmodel
 from overseer.catalog import JobSet
+from overseer.checkout_queue import CheckoutCancelled
 from overseer.exceptions import RepositoryError
-from overseer.job_files import TreeError
+from overseer.job_tree import TreeError
 from overseer.parse_cache import ParseCache
-from overseer.snapshots import GIT_CONFIG, CheckoutCancelled, Snapshots
+from overseer.snapshots import GIT_CONFIG, Snapshots
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

@@ -8,8 +8,8 @@ changed meanwhile. It lives in the data dir, beside the Store, and is trusted as
 A job read from git's objects is known by its blob id before its bytes are read: the cache also
 keeps the content digest of each blob id it saw, so a restart reads no unchanged file at all.
 
-It is keyed by the code that parses, too: entries written by another version of the parsing
-modules are never used. A missing, unreadable or foreign file only means a full parse; valid jobs
+It is keyed by the code that parses, too (``_PARSERS``): entries written by another version of the
+parsing modules are never used. A missing, unreadable or foreign file only means a full parse; valid jobs
 alone are cached, so every problem of a file is found again and reported at each load.
 """
 from __future__ import annotations
@@ -29,7 +29,11 @@ from overseer.job_files import gc_paused
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-_PARSERS = ("jobs.py", "job_files.py", "vars.py", "schedule.py", "render.py", "parse_cache.py")
+# Every module whose code decides what a job file parses to (or which files are jobs): a change to
+# any of them makes a new code key, so a cache written by other code is never used. A module that
+# the parsing comes to depend on must be added here.
+_PARSERS = ("jobs.py", "job_fields.py", "job_files.py", "job_documents.py", "job_tree.py", "vars.py",
+            "schedule.py", "render.py", "parse_cache.py")
 
 
 def _proxy(items: dict) -> types.MappingProxyType:

@@ -11,18 +11,19 @@ Writing 10,000 files is slow on some disks, and a load does not need them: the
 jobs are read from git's objects (:meth:`Snapshots.tree`, :meth:`Snapshots.read_blobs`)
 while :meth:`Snapshots.ensure_soon` checks the snapshot out on a thread of its own
 (one per snapshots directory, so each snapshot is complete before the next one is
-made from it). The tree is read into the index before that thread is handed the
-work, so a tree git refuses fails the sync as it always did.
+made from it: overseer/checkout_queue.py). The tree is read into the index before
+that thread is handed the work, so a tree git refuses fails the sync as it always did.
 
 Symlinks that leave the repository (``os.path.realpath`` outside the snapshot,
 judged with every symlink of the commit in place, so the verdict does not depend
 on the order a directory lists its entries in) are removed from the snapshot and
 reported; the reports of a commit are kept beside it (``.errors-<sha>.json``) so
-a restart reports them again.
+a restart reports them again. The file-system work on a snapshot directory (finding
+and dropping those symlinks, making it read-only, removing it) is in
+overseer/snapshot_files.py.
 """
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -35,21 +36,23 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Callable, Optional
 
+from overseer.checkout_queue import _queue_for
 from overseer.exceptions import RepositoryError
-from overseer.job_files import Tree, TreeError
+from overseer.job_tree import Tree, TreeError
+from overseer.snapshot_files import (
+    _NICE,
+    _drop_escaping,
+    _read_only,
+    _remove_empty_parents,
+    _remove_tree,
+    _symlinks,
+    _unlink,
+)
 
 log = logging.getLogger(__name__)
 
 GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never",
               "-c", "submodule.recurse=false", "-c", "core.symlinks=true"]
-
-# The commands that write a snapshot run at a lower CPU priority: on a fresh start they run beside
-# the parse of the same commit, which the server waits for; a snapshot is only waited for by a run.
-_NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
-
-
-class CheckoutCancelled(RepositoryError):
-    """The server stopped before this snapshot's checkout began."""
 
 
 class Snapshots:
@@ -317,81 +320,6 @@ class Snapshots:
                 _unlink(path)
 
 
-class _CheckoutQueue:
-    """The checkout thread of one snapshots directory: snapshots are made one at a time, in the
-    order asked (a snapshot made from the one before needs that one complete). The thread ends
-    when there is nothing to do."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._work: collections.deque = collections.deque()
-        self._busy: collections.Counter = collections.Counter()
-        self._running = False
-        self._current: Optional[Future] = None
-
-    def submit(self, commits: tuple, fn: Callable[[], list]) -> Future:
-        future: Future = Future()
-        with self._lock:
-            self._work.append((commits, fn, future))
-            self._busy.update(c for c in commits if c)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="snapshot-checkout", daemon=True).start()
-        return future
-
-    def busy(self) -> set:
-        with self._lock:
-            return set(self._busy)
-
-    def stop(self, timeout: float) -> None:
-        with self._lock:
-            dropped = list(self._work)
-            self._work.clear()
-            current = self._current
-            for commits, _fn, _future in dropped:
-                self._busy.subtract(c for c in commits if c)
-            self._busy += collections.Counter()
-        for _commits, _fn, future in dropped:
-            future.set_exception(CheckoutCancelled("the server stopped before the snapshot was made"))
-        if current is not None:
-            try:
-                current.exception(timeout)
-            except Exception:  # noqa: BLE001 - the time is up: leave it
-                log.warning("a snapshot checkout is still running after %g s", timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._work:
-                    self._running = False
-                    self._current = None
-                    return
-                commits, fn, future = self._work.popleft()
-                self._current = future
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
-                        log.error("snapshot %s: %s", (commits[0] or "")[:12], e)
-                        future.set_exception(e)
-            finally:
-                with self._lock:
-                    self._busy.subtract(c for c in commits if c)
-                    self._busy += collections.Counter()  # drop the zero counts
-
-
-_QUEUES: dict[str, _CheckoutQueue] = {}
-_QUEUES_LOCK = threading.Lock()
-
-
-def _queue_for(root: Path) -> _CheckoutQueue:
-    """One queue per snapshots directory in this process (a restarted RepoSync finds the queue
-    its predecessor left work in)."""
-    with _QUEUES_LOCK:
-        return _QUEUES.setdefault(os.path.abspath(root), _CheckoutQueue())
-
-
 def _feed(pipe: IO[bytes], data: bytes) -> None:
     try:
         pipe.write(data)
@@ -406,91 +334,3 @@ def _skip(stream: IO[bytes], size: int) -> None:
         if not chunk:
             raise RepositoryError("git cat-file: output cut short")
         size -= len(chunk)
-
-
-def _symlinks(root: Path) -> list[str]:
-    """The relative paths of every symlink under ``root`` (symlinked directories not entered)."""
-    links = []
-    stack = [(str(root), "")]
-    while stack:
-        dirpath, rel = stack.pop()
-        with os.scandir(dirpath) as entries:
-            for entry in entries:
-                if entry.is_symlink():
-                    links.append(rel + entry.name)
-                elif entry.is_dir():
-                    stack.append((entry.path, rel + entry.name + "/"))
-    return links
-
-
-def _drop_escaping(root: Path, links: list[str]) -> list[tuple[str, str]]:
-    """Remove the symlinks of ``links`` whose target leaves ``root``; return them as errors.
-
-    Every link is judged before any is removed: a link that leads out through another one
-    leaves the repository too, whichever of the two a directory lists first.
-    """
-    real_root = os.path.realpath(root)
-    leaving = []
-    for rel in links:
-        path = os.path.join(root, rel)
-        if not os.path.islink(path):
-            continue
-        target = os.path.realpath(path)
-        if target != real_root and not target.startswith(real_root + os.sep):
-            leaving.append((rel, path, os.readlink(path)))
-    for _rel, path, _link in leaving:
-        os.unlink(path)
-    return [(rel, f"symlink to {link!r} leaves the repository") for rel, _path, link in leaving]
-
-
-def _remove_empty_parents(root: Path, relpath: str) -> None:
-    parent = os.path.dirname(relpath)
-    while parent:
-        try:
-            os.rmdir(root / parent)
-        except OSError:
-            return
-        parent = os.path.dirname(parent)
-
-
-def _read_only(root: Path, paths: Optional[list[str]]) -> None:
-    """Files 0o444/0o555 (their exec bits kept), dirs 0o555. With ``paths``, only those files
-    are new: the others are hard links already read-only. The whole tree is done by ``find``
-    (10,000 ``chmod`` calls are not worth holding the interpreter for while a load parses)."""
-    if paths is None:
-        r = subprocess.run([*_NICE, "find", str(root), "(", "-type", "f", "-exec", "chmod", "a-w", "{}", "+",
-                            ")", "-o", "(", "-type", "d", "-exec", "chmod", "0555", "{}", "+", ")"],
-                           capture_output=True)
-        if r.returncode == 0:
-            return
-        log.warning("find could not make %s read-only (%s); doing it file by file", root,
-                    r.stderr.decode(errors="replace").strip())
-    files = (os.path.join(d, f) for d, _dirs, fs in os.walk(root) for f in fs) if paths is None \
-        else (str(root / p) for p in paths)
-    for path in files:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if not os.path.islink(path):
-            os.chmod(path, st.st_mode & 0o555)
-    for dirpath, _dirnames, _files in os.walk(root):
-        os.chmod(dirpath, 0o555)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.exists():
-        return
-    for dirpath, _dirnames, _files in os.walk(path):
-        try:
-            os.chmod(dirpath, 0o755)
-        except OSError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)

@@ -440,7 +440,7 @@ def test_huge_numbers_are_errors_of_their_file(tmp_path, content, fragment):
 ])
 def test_a_definition_is_the_document_as_json(tmp_path, name, content):
     """A plain document is its own definition; any other is converted, as before."""
-    from overseer.job_files import jsonable, parse_document
+    from overseer.job_documents import jsonable, parse_document
 
     write(tmp_path, {name: content})
     jobs, errors = load_repository(tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from overseer import jobs as jobmodel
-from overseer.job_files import Tree, TreeError
+from overseer.job_tree import Tree, TreeError
 from overseer.parse_cache import ParseCache
 from overseer.snapshots import Snapshots
 
