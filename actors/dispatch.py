@@ -127,8 +127,6 @@ class Dispatcher:
                     self._start(job, record)
                 except Exception:  # the run's own actor reports its failures; this is a bug
                     log.exception("%s/%s: cannot start its execution actor", run.job, run.ident)
-                    with self._lock:
-                        self._queue.finished(run.job)
-                        pending.extend(self._take())
+                    self.finished(run.job)  # what its slot lets start joins ``pending``
         finally:
             self._local.pending = None

@@ -10,6 +10,7 @@ time-out), so each run's record changes in order.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -26,6 +27,7 @@ from overseer import executions as ex
 from overseer import render
 from overseer.exceptions import Conflict
 from overseer.jobs import Job
+from overseer.ready_pool import ReadyPool
 from overseer.runner import ExitStatus, Process
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
@@ -132,10 +134,8 @@ class Execution(PooledActor):
             return
         try:
             snapshot = self.ctx.catalog.snapshot(self.job.commit, self._snapshot_wait)
-            argv = self._argv()
-            self.tmpdir = self.ctx.scratch.take() if self.ctx.scratch else None
-            if self.tmpdir is None:
-                self.tmpdir = _make_tmpdir(self.ctx.tmp_dir / f"{self.name}-{self.ident}")
+            argv = self._argv(snapshot)
+            self.tmpdir = self.ctx.scratch.take()
             env = self._environment(snapshot)
             self.proc = self.ctx.monitor.start(
                 argv, cwd=str(snapshot), env=env, name=f"{self.name}-{self.ident}-{self.token[:6]}",
@@ -229,13 +229,10 @@ class Execution(PooledActor):
             time.monotonic() + self.ctx.config.execution.kill_grace,
             lambda: proc.status is None and proc.signal(signal.SIGKILL)))
 
-    def _argv(self) -> Optional[list[str]]:
+    def _argv(self, snapshot: Path) -> list[str]:
         if self.job.command is not None:
             return ["/bin/sh", "-c", self.record["command"]]
-        if self.job.script is not None:
-            return render.script_argv(self.job, self.record["params"],
-                                      self.ctx.catalog.snapshot(self.job.commit, self._snapshot_wait))
-        return None
+        return render.script_argv(self.job, self.record["params"], snapshot)
 
     def _environment(self, snapshot: Path) -> dict:
         """The job's environment, built as bytes from the server's, read once at start (decoding
@@ -348,24 +345,32 @@ class Execution(PooledActor):
 
     def _remove_tmpdir(self) -> None:
         if self.tmpdir:
-            try:
-                os.rmdir(self.tmpdir)  # the common case: the job left it empty
-            except OSError:
-                shutil.rmtree(self.tmpdir, ignore_errors=True)
+            remove_scratch(self.tmpdir)
             self.tmpdir = None
-            if self.ctx.scratch:
-                self.ctx.scratch.top_up()  # the next start's, made now rather than during it
+            self.ctx.scratch.top_up()  # the next start's, made now rather than during it
 
 
-def _make_tmpdir(path: Path) -> str:
-    """The run's own TMPDIR (job and id make the name unique in the data dir); one left
-    over from a crash is cleared first."""
+SCRATCH_READY = 16  # TMPDIRs kept made ahead
+
+
+def scratch_pool(root: Path) -> ReadyPool[str]:
+    """Runs' TMPDIRs, ``root/run-N``, made ahead of need (see ``overseer.ready_pool``). The name
+    need not say whose: the run's environment tells the job, and the directory goes when the run
+    ends. A mkdir that fails raises at the start that needed it: the run could not start."""
+    prefix, numbers = f"{root}/run-", itertools.count(1)
+
+    def make() -> str:
+        path = f"{prefix}{next(numbers)}"
+        os.mkdir(path, 0o700)
+        return path
+    return ReadyPool(make, SCRATCH_READY, "scratch-dirs", remove_scratch)
+
+
+def remove_scratch(path: str) -> None:
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
+        os.rmdir(path)  # the common case: the job left it empty
+    except OSError:
         shutil.rmtree(path, ignore_errors=True)
-        os.mkdir(path, 0o700)
-    return str(path)
 
 
 def _end_timed_out(record: dict, changes: dict) -> dict:

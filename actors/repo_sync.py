@@ -145,7 +145,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             commit = self._fetch()
-        except (RepositoryError, GitFailed, OSError) as e:
+        except (RepositoryError, git.GitCommandError, OSError) as e:
             message = str(e) if isinstance(e, RepositoryError) else _git_error(e)
             log.error("repository %s: sync failed: %s", redact_url(self.url), message)
             jobset = dataclasses.replace(previous, sync_error=message, url=redact_url(self.url),
@@ -185,7 +185,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
                       self.branch, "--", self.url, str(tmp)])
                 os.rename(tmp, self.git_dir)
                 return
-            except GitFailed as e:
+            except git.GitCommandError as e:
                 log.warning("repository %s: local clone failed (%s); fetching instead", self.url,
                             _git_error(e))
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -273,28 +273,16 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.snapshots.remove_unused(keep)
 
 
-class GitFailed(Exception):
-    """A git command that exited non-zero (or ran out of time)."""
-
-    def __init__(self, status: Optional[int], stderr: str):
-        super().__init__(f"git exited with {status}: {stderr}")
-        self.status = status
-        self.stderr = stderr
-
-
 def _git(args: list[str], cwd: Optional[os.PathLike] = None) -> str:
     """Run ``git ARGS`` through GitPython (hooks off, no ext:: transport, no prompts); its stdout,
-    stripped. A command that does not complete in ``GIT_TIMEOUT`` seconds is killed."""
-    try:
-        return git.Git(None if cwd is None else str(cwd)).execute(
-            ["git", *_GIT_CONFIG, *args], env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
-    except git.GitCommandError as e:
-        stderr = (e.stderr or "").strip().replace("stderr: ", "", 1).strip("'\n ")
-        raise GitFailed(e.status if isinstance(e.status, int) else None, stderr) from None
+    stripped. A command that does not complete in ``GIT_TIMEOUT`` seconds is killed; a failure
+    is ``git.GitCommandError``."""
+    return git.Git(None if cwd is None else str(cwd)).execute(
+        ["git", *_GIT_CONFIG, *args], env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
 
 
 def _git_error(e: Exception) -> str:
-    if isinstance(e, GitFailed):
-        stderr = e.stderr.strip().strip("'\n ")
+    if isinstance(e, git.GitCommandError):
+        stderr = (e.stderr or "").strip().replace("stderr: ", "").strip("'\n ")
         return f"git failed: {scrub(stderr) if stderr else e.status}"
     return scrub(str(e))

@@ -63,8 +63,7 @@ def recover(ctx: Context) -> list[dict]:
                     record["state"])
     if len(pending) > LOG_EACH:
         log.warning("... and %d more executions lost", len(pending) - LOG_EACH)
-    lost = [future.result() for future in futures]
-    return lost
+    return [future.result() for future in futures]
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -9,7 +9,6 @@ output go straight to the Store.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import resource
@@ -18,7 +17,7 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pykka
 
@@ -28,7 +27,6 @@ from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
 from overseer.jobs import JOB_NAME_RE, Job
-from overseer.ready_pool import ReadyPool
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
 from overseer.vars import validate_params
@@ -36,7 +34,7 @@ from overseer.vars import validate_params
 from .context import Context
 from .dispatch import Dispatcher
 from .event_socket import EventSocket
-from .execution import Execution
+from .execution import Execution, scratch_pool
 from .scheduler import make_execution, utcnow
 from .supervisor import Supervisor
 
@@ -80,32 +78,6 @@ def _raise_fd_limit() -> None:
             log.warning("cannot raise the open-file limit from %d: %s", soft, e)
 
 
-SCRATCH_READY = 16  # TMPDIRs kept made ahead (see overseer.ready_pool)
-
-
-def _scratch_maker(root: Path) -> Callable[[], Optional[str]]:
-    """Makes ``root/run-N``: a run's TMPDIR (its name need not say whose: the run's environment
-    tells the job, and the directory goes when the run ends)."""
-    prefix, numbers = f"{root}/run-", itertools.count(1)
-
-    def make() -> Optional[str]:
-        path = f"{prefix}{next(numbers)}"
-        try:
-            os.mkdir(path, 0o700)
-        except OSError as e:
-            log.warning("cannot make a TMPDIR in %s: %s", root, e)
-            return None
-        return path
-    return make
-
-
-def _remove_dir(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _clear_dir(path: Path) -> None:
     path.mkdir(exist_ok=True)
     for entry in os.scandir(path):
@@ -141,7 +113,7 @@ class System:
                            library_dir=library_dir(data), socket_path=data / "event.sock",
                            tmp_dir=data / "tmp")
         ctx = self.ctx
-        ctx.scratch = ReadyPool(_scratch_maker(ctx.tmp_dir), SCRATCH_READY, "scratch-dirs", _remove_dir)
+        ctx.scratch = scratch_pool(ctx.tmp_dir)
         ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
                                     lambda job, record: Execution.begin(ctx, job, record),
                                     defer=Execution.pool.run)
@@ -266,7 +238,6 @@ class System:
                                                  sync_later=True)
         except BaseException:
             dispatcher.unreserve()
-            self.store.sync_soon()
             raise
         try:
             self.ctx.notify(job, record["id"], record["events"][0])

@@ -1,9 +1,9 @@
 """Things a run needs at its start, made ahead of need by a thread of their own.
 
-A run's start makes two directories: its TMPDIR (on the data dir's disk) and its
-cgroup. A mkdir on the disk that holds the Store waits while the Store's fsync
-commits the file system's journal (here up to a millisecond, against 50 us
-otherwise): it sat on the trigger's path to the process start. A ``ReadyPool``
+A run's TMPDIR is a directory on the data dir's disk, and a mkdir on the disk
+that holds the Store waits while the Store's fsync commits the file system's
+journal (here up to a millisecond, against 50 us otherwise): it sat on the
+trigger's path to the process start. A ``ReadyPool``
 keeps a few made; ``take`` hands one out at once, ``top_up`` (called when a
 run ends) wakes the pool's thread when it runs low, and ``take`` makes one
 itself only when a burst has emptied the pool.
@@ -21,9 +21,11 @@ T = TypeVar("T")
 
 
 class ReadyPool(Generic[T]):
-    """Up to ``size`` results of ``make()`` (None: could not make one) kept ready."""
+    """Up to ``size`` results of ``make()`` kept ready. ``make`` raises when it cannot make one:
+    on the pool's thread that is logged and the refill ends until the next wake; in ``take`` it
+    reaches the caller."""
 
-    def __init__(self, make: Callable[[], Optional[T]], size: int, name: str,
+    def __init__(self, make: Callable[[], T], size: int, name: str,
                  dispose: Optional[Callable[[T], None]] = None):
         self._make, self._size, self._dispose = make, size, dispose
         self._items: deque = deque()
@@ -33,17 +35,17 @@ class ReadyPool(Generic[T]):
         self._thread.start()
         self._wake.set()
 
-    def take(self) -> Optional[T]:
-        """One ready item, or one made now when none is ready (None if it cannot be made). It
-        does not wake the pool's thread: that would compete with the start this item is for;
-        ``top_up`` (at a run's end) does."""
+    def take(self) -> T:
+        """One ready item, or one made now when none is ready. It does not wake the pool's
+        thread: that would compete with the start this item is for; ``top_up`` (at a run's end)
+        does."""
         try:
             item = self._items.popleft()
         except IndexError:
-            item = None
+            item = self._make()
         if not self._items and not self._closed:
             self._wake.set()  # a burst emptied it: refill now
-        return item if item is not None else self._make()
+        return item
 
     def top_up(self) -> None:
         """Wake the pool's thread if fewer than half are ready."""
@@ -69,12 +71,9 @@ class ReadyPool(Generic[T]):
             self._wake.clear()
             while not self._closed and len(self._items) < self._size:
                 try:
-                    item = self._make()
-                except Exception:
-                    log.exception("%s: cannot make one ahead", self._thread.name)
-                    item = None
-                if item is None:
-                    break  # the next take makes its own and tells why; try again when woken
-                self._items.append(item)
+                    self._items.append(self._make())
+                except Exception as e:  # the next take makes its own and tells why
+                    log.warning("%s: cannot make one ahead: %s", self._thread.name, e)
+                    break
             if self._closed:
                 return
