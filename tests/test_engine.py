@@ -266,3 +266,33 @@ def test_queue_full(system_factory, tmp_path):
     for i in (1, 2, 3):
         wait_finished(s, "w", i)
     assert s.store.get_execution("w", 4) is None
+
+
+def test_a_long_queue_of_runs_that_end_at_once_starts_in_a_loop(system_factory, tmp_path):
+    # Runs without a command end during their own start and admit the next from inside it: 400 of
+    # them behind one slot would nest 400 starts deep (far past the recursion limit) without the
+    # dispatcher's loop.
+    gate = tmp_path / "gate"
+    s = system_factory({"hold.yml": {"command": f"while [ ! -e {gate} ]; do sleep 0.02; done"},
+                        "quick.yml": {"description": "no command: completes at once"}},
+                       execution={"max_concurrent": 1})
+    s.trigger("hold", {})
+    wait_for(lambda: s.execution("hold", 1)["state"] == "running", store=s.store)
+    for _ in range(400):
+        s.trigger("quick", {})
+    assert s.execution("quick", 400)["state"] == "queued"
+    gate.write_text("go")
+    assert wait_finished(s, "quick", 400)["status"] == "complete"
+    assert all(r["status"] == "complete" for r in s.executions("quick", limit=400))
+
+
+def test_a_tmpdir_that_cannot_be_made_is_could_not_start(system_factory, tmp_path):
+    from overseer.actors.execution import scratch_pool
+
+    s = system_factory({"j.yml": {"command": "echo never"}})
+    s.ctx.scratch.close()
+    s.ctx.scratch = scratch_pool(tmp_path / "no-such-dir")
+    s.trigger("j", {})
+    done = wait_finished(s, "j", 1)
+    assert done["status"] == "fail" and done["events"][-1]["cause"].startswith("could not start:")
+    assert s.store.read_output("j", 1, "stdout") == b""

@@ -24,6 +24,8 @@ from overseer.exceptions import NotFound, StoreBusy, StoreError
 from overseer.store import Store
 from overseer.store_keys import job_prefix, u64
 
+from .conftest import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 1 << 40
 
@@ -605,3 +607,39 @@ def test_schedule_state(tmp_path):
         assert store.last_fire("job", "abc-1") == datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
         assert store.last_fire("other", "abc-0") == when + timedelta(days=1)
         assert store.last_fire("job", "abc-2") is None
+
+
+# the writer's Promise and the fsync a trigger asks for
+
+def test_promise_resolves_waiters_callbacks_and_times_out():
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from overseer.store_writer import Promise
+
+    p = Promise()
+    with pytest.raises(FutureTimeout):
+        p.result(timeout=0.01)
+    got, seen = [], []
+    waiters = [threading.Thread(target=lambda: got.append(p.result(timeout=10))) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    p.add_done_callback(lambda f: seen.append(("before", f.result())))
+    p.set_result(42)
+    p.add_done_callback(lambda f: seen.append(("after", f.result())))
+    for t in waiters:
+        t.join(10)
+    assert got == [42, 42, 42] and seen == [("before", 42), ("after", 42)] and p.done()
+    failed = Promise()
+    failed.set_exception(KeyError("k"))
+    assert isinstance(failed.exception(), KeyError)
+    with pytest.raises(KeyError):
+        failed.result()
+
+
+def test_a_sync_later_create_is_fsynced_when_asked(store):
+    before = store.stats()["syncs"]
+    store.create_execution("job", {"state": "queued"}, sync_later=True)
+    assert store._writer._durable_waiting  # committed, its fsync held for sync_soon
+    store.sync_soon()
+    wait_for(lambda: store.stats()["syncs"] > before, 10, "the fsync")
+    assert not store._writer._durable_waiting
