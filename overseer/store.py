@@ -39,9 +39,6 @@ taken, reads raise ``StoreBusy``.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -58,10 +55,8 @@ from .store_keys import (
     STREAM_CODES,
     decode_record,
     decode_time,
-    encode_record,
     encode_time,
     exec_key,
-    from_u64,
     job_key,
     job_prefix,
     schedule_key,
@@ -69,31 +64,14 @@ from .store_keys import (
     stream_code,
     u64,
 )
-from .store_output import delete_prefix, read_interleaved, read_stream, stream_size
-from .store_writer import DURABLE, DURABLE_SOON, Batch, Promise, Rejected, RWLock, Writer
+from .store_output import read_interleaved, read_stream, stream_size
+from .store_records import RecordOps
+from .store_watch import Watches
+from .store_writer import DURABLE, DURABLE_SOON, Batch, Promise, RWLock, Writer
 
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("executions", "counters", "chunks", "interleave", "inactive", "schedule")
-DECODED_KEEP = 4096  # records kept decoded beside the bytes last written (running executions)
-
-
-def _copy_record(record: dict) -> dict:
-    """A copy an update may change: the record and its event list (events are only appended)."""
-    copy = dict(record)
-    if isinstance(copy.get("events"), list):
-        copy["events"] = list(copy["events"])
-    return copy
-
-
-class _Watch:
-    """Followers of one execution: bumped after commits that touch it."""
-
-    __slots__ = ("cond", "waiters", "record", "output")
-
-    def __init__(self, lock: threading.Lock):
-        self.cond = threading.Condition(lock)
-        self.waiters = self.record = self.output = 0
 
 
 class Store:
@@ -113,12 +91,9 @@ class Store:
             log.info("store %s: cleared %d stale reader slots", self.path, stale)
         self._rw = RWLock()
         self._env_closed = False
-        self._watch_lock = threading.Lock()
-        self._watches: dict[bytes, _Watch] = {}
-        self._committed = threading.Condition(self._watch_lock)
-        self._commits = 0
-        self._decoded: OrderedDict = OrderedDict()  # ekey -> (bytes written, record): see _remember
-        self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._notify)
+        self._watches = Watches()
+        self._records = RecordOps(self._dbs, str(self.path))
+        self._writer = Writer(self._env, self._dbs, self._rw, str(self.path), self._watches.committed)
         # Activation is read on every trigger and every schedule fire, and written only through
         # set_active: it is kept in memory too, changed by the op itself (in commit order).
         self._inactive = self.inactive_jobs()
@@ -141,12 +116,7 @@ class Store:
         if self._writer.closed:
             return
         self._writer.close()
-        with self._watch_lock:
-            self._commits += 1
-            self._committed.notify_all()
-            for watch in self._watches.values():
-                watch.record += 1
-                watch.cond.notify_all()
+        self._watches.close()
         with self._rw.exclusive():
             try:
                 self._env.sync(True)
@@ -215,7 +185,7 @@ class Store:
         prefix = job_prefix(job)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)):
             raise ValueError(f"keep must be an int or None, not {keep!r}")
-        return self._writer.submit(self._op_create, (job, prefix, dict(record), keep),
+        return self._writer.submit(self._records.create, (job, prefix, dict(record), keep),
                                    durable=DURABLE_SOON if sync_later else DURABLE, inline=inline)
 
     def get_execution(self, job: str, ident: int) -> dict | None:
@@ -264,7 +234,7 @@ class Store:
 
     def _update_async(self, job: str, ident: int, fn: Callable, durable: bool,
                       inline: bool = True) -> Promise:
-        return self._writer.submit(self._op_update, (job, ident, exec_key(job, ident), fn), durable,
+        return self._writer.submit(self._records.update, (job, ident, exec_key(job, ident), fn), durable,
                                    inline=inline)
 
     def executions_in_states(self, states: set[str]) -> list[dict]:
@@ -328,32 +298,7 @@ class Store:
         a follower checks the record after each return and waits with a modest timeout."""
         ekey = exec_key(job, ident)
         stream_code(stream)
-        deadline = time.monotonic() + timeout
-        with self._watch_lock:
-            watch = self._watches.get(ekey)
-            if watch is None:
-                watch = self._watches[ekey] = _Watch(self._watch_lock)
-            watch.waiters += 1
-            record_seen = watch.record
-        try:
-            while True:
-                with self._watch_lock:
-                    output_seen = watch.output
-                if self.output_size(job, ident, stream) > size:
-                    return True
-                with self._watch_lock:
-                    while watch.output == output_seen and watch.record == record_seen:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return False
-                        watch.cond.wait(remaining)
-                    if watch.record != record_seen:
-                        return True
-        finally:
-            with self._watch_lock:
-                watch.waiters -= 1
-                if not watch.waiters:
-                    del self._watches[ekey]
+        return self._watches.wait(ekey, lambda: self.output_size(job, ident, stream) > size, timeout)
 
     # schedule state
 
@@ -408,24 +353,9 @@ class Store:
 
     def wait_commit(self, timeout: float) -> bool:
         """Wait for the next commit of the writer (True) or `timeout` seconds (False)."""
-        with self._watch_lock:
-            seen = self._commits
-            return self._committed.wait_for(lambda: self._commits != seen, timeout)
+        return self._watches.wait_commit(timeout)
 
-    def _notify(self, output_keys: Any, record_keys: set) -> None:
-        with self._watch_lock:
-            self._commits += 1
-            self._committed.notify_all()
-            if not self._watches:
-                return
-            for keys, attr in ((record_keys, "record"), (output_keys, "output")):
-                for key in keys:
-                    watch = self._watches.get(key)
-                    if watch is not None:
-                        setattr(watch, attr, getattr(watch, attr) + 1)
-                        watch.cond.notify_all()
-
-    # ops: run in the writer thread as fn(batch, *args)
+    # ops: run in the writer thread as fn(batch, *args); records' ops are in store_records
 
     def _op_noop(self, batch: Batch) -> None:
         return None
@@ -435,79 +365,3 @@ class Store:
 
     def _op_delete(self, batch: Batch, db: str, key: bytes) -> None:
         batch.txn.delete(key, db=self._dbs[db])
-
-    def _op_create(self, batch: Batch, job: str, prefix: bytes, record: dict, keep: int | None) -> dict:
-        txn, counters = batch.txn, self._dbs["counters"]
-        raw = txn.get(prefix[:-1], db=counters)
-        ident = 1 if raw is None else from_u64(raw)
-        record["job"], record["id"] = job, ident
-        try:
-            data = encode_record(record)
-        except Exception as exc:
-            raise Rejected(exc) from exc
-        ekey = prefix + u64(ident)
-        txn.put(prefix[:-1], u64(ident + 1), db=counters)
-        txn.put(ekey, data, db=self._dbs["executions"])
-        batch.records.add(ekey)
-        if keep is not None:
-            self._prune(batch, prefix, ekey, max(keep, 1))
-        created = decode_record(data)  # the JSON form: what a read of it gives
-        self._remember(ekey, data, created)
-        return created
-
-    def _prune(self, batch: Batch, prefix: bytes, newest: bytes, keep: int) -> None:
-        """Delete the finished executions older than the `keep` newest ids, and their output.
-
-        Seeks straight to the newest candidate (id <= newest - keep) and walks back from
-        there: a create costs the few records beyond the limit, not a walk over `keep`."""
-        txn, executions = batch.txn, self._dbs["executions"]
-        cutoff = from_u64(newest, len(newest) - 8) - keep
-        if cutoff < 1:
-            return
-        cur = txn.cursor(db=executions)
-        if not cur.set_range(prefix + u64(cutoff + 1)):
-            return
-        victims, finished = [], state_marker("finished")
-        while cur.prev() and cur.key()[: len(prefix)] == prefix:
-            raw = bytes(cur.value())
-            if finished in raw and decode_record(raw).get("state") == "finished":
-                victims.append(bytes(cur.key()))
-        for ekey in victims:
-            txn.delete(ekey, db=executions)
-            delete_prefix(txn, self._dbs["chunks"], ekey)
-            delete_prefix(txn, self._dbs["interleave"], ekey)
-            batch.out.forget(ekey)
-            batch.records.add(ekey)
-        if victims:
-            log.debug("store %s: pruned %d executions of %r", self.path, len(victims), prefix[:-1])
-
-    def _op_update(self, batch: Batch, job: str, ident: int, ekey: bytes, fn: Callable) -> dict:
-        raw = batch.txn.get(ekey, db=self._dbs["executions"])
-        if raw is None:
-            raise Rejected(NotFound(f"no execution {ident} of job {job!r}"))
-        raw = bytes(raw)
-        try:
-            known = self._decoded.get(ekey)
-            # The record as this store last wrote it, if those are still its bytes (a run's start
-            # and end update the record just written): no JSON decode. A copy: fn changes it.
-            record = _copy_record(known[1]) if known is not None and known[0] == raw else decode_record(raw)
-            new = fn(record)
-            if new is None:
-                new = record
-            new["job"], new["id"] = job, ident
-            data = encode_record(new)
-        except BaseException as exc:
-            raise Rejected(exc) from exc
-        batch.txn.put(ekey, data, db=self._dbs["executions"])
-        batch.records.add(ekey)
-        self._remember(ekey, data, new)
-        return new
-
-    def _remember(self, ekey: bytes, data: bytes, record: dict) -> None:
-        """Keep the decoded form of bytes just written (ops run one at a time: no lock). Checked
-        against the stored bytes before use, so a batch that was rolled back leaves no trace."""
-        decoded = self._decoded
-        decoded[ekey] = (data, _copy_record(record))
-        decoded.move_to_end(ekey)
-        if len(decoded) > DECODED_KEEP:
-            decoded.popitem(last=False)

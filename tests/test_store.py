@@ -209,7 +209,7 @@ def test_append_in_the_batch_that_prunes_its_execution(store):
     store.append_output("job", 1, "stdout", b"before")
     store.update_execution("job", 1, finish)
     with writer_held(store):
-        created = store._writer.submit(store._op_create, ("job", job_prefix("job"), {}, 1), durable=True)
+        created = store._writer.submit(store._records.create, ("job", job_prefix("job"), {}, 1), durable=True)
         store.append_output("job", 1, "stdout", b"after the prune")
         store.append_output("job", 2, "stderr", b"two")
     assert created.result()["id"] == 2
@@ -380,7 +380,7 @@ def test_wait_output(store):
     store.update_execution("job", 1, finish)
     follower.join()
     assert results == [True, True]
-    assert store._watches == {}
+    assert len(store._watches) == 0  # no watch left behind
 
 
 def test_wait_commit(store):
