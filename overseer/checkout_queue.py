@@ -24,7 +24,7 @@ class CheckoutCancelled(RepositoryError):
     """The server stopped before this snapshot's checkout began."""
 
 
-class _CheckoutQueue:
+class CheckoutQueue:
     """The checkout thread of one snapshots directory: snapshots are made one at a time, in the
     order asked (a snapshot made from the one before needs that one complete). The thread ends
     when there is nothing to do."""
@@ -88,12 +88,12 @@ class _CheckoutQueue:
                     self._busy += collections.Counter()  # drop the zero counts
 
 
-_QUEUES: dict[str, _CheckoutQueue] = {}
+_QUEUES: dict[str, CheckoutQueue] = {}
 _QUEUES_LOCK = threading.Lock()
 
 
-def _queue_for(root: Path) -> _CheckoutQueue:
+def queue_for(root: Path) -> CheckoutQueue:
     """One queue per snapshots directory in this process (a restarted RepoSync finds the queue
     its predecessor left work in)."""
     with _QUEUES_LOCK:
-        return _QUEUES.setdefault(os.path.abspath(root), _CheckoutQueue())
+        return _QUEUES.setdefault(os.path.abspath(root), CheckoutQueue())

@@ -34,48 +34,48 @@ RESERVED_ENV_PREFIX = "OVERSEER_"
 _TEMPLATE_GLOBALS = render.template_globals()
 
 
-def _err(message: str) -> JobDefinitionError:
+def definition_error(message: str) -> JobDefinitionError:
     return JobDefinitionError(message)
 
 
-def _unknown(key: Any, allowed: tuple[str, ...], where: str = "") -> JobDefinitionError:
+def unknown_key(key: Any, allowed: tuple[str, ...], where: str = "") -> JobDefinitionError:
     close = difflib.get_close_matches(str(key), allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-    return _err(f"{where}unknown key {key!r}{hint}")
+    return definition_error(f"{where}unknown key {key!r}{hint}")
 
 
-def _script(root: Path, script: Any) -> str:
+def script_field(root: Path, script: Any) -> str:
     if not isinstance(script, str) or not script.strip() or "\0" in script:
-        raise _err(f"script: {script!r} is not a path")
+        raise definition_error(f"script: {script!r} is not a path")
     scripts = Path(root) / "scripts"
     if os.path.isabs(script):
-        raise _err(f"script: {script!r} must be a path relative to scripts/")
+        raise definition_error(f"script: {script!r} must be a path relative to scripts/")
     rel = script
     if rel.startswith("scripts/") and not (scripts / rel).exists() and (Path(root) / rel).exists():
         rel = rel[len("scripts/"):]
     real_scripts = os.path.realpath(scripts)
     target = os.path.realpath(scripts / rel)
     if os.path.commonpath([real_scripts, target]) != real_scripts or target == real_scripts:
-        raise _err(f"script: {script!r} is outside scripts/")
+        raise definition_error(f"script: {script!r} is outside scripts/")
     try:
         mode = os.stat(target).st_mode
     except OSError:
-        raise _err(f"script: {script!r} does not exist under scripts/") from None
+        raise definition_error(f"script: {script!r} does not exist under scripts/") from None
     if not stat.S_ISREG(mode):
-        raise _err(f"script: {script!r} is not a regular file")
+        raise definition_error(f"script: {script!r} is not a regular file")
     if not mode & 0o111:
-        raise _err(f"script: {script!r} is not executable (git update-index --chmod=+x)")
+        raise definition_error(f"script: {script!r} is not executable (git update-index --chmod=+x)")
     return Path(os.path.normpath(rel)).as_posix()
 
 
-def _tree_script(tree: Tree, script: Any) -> str:
-    """:func:`_script` asked of ``tree`` (its snapshot root as ``root``): the same checks in the same
+def tree_script_field(tree: Tree, script: Any) -> str:
+    """:func:`script_field` asked of ``tree`` (its snapshot root as ``root``): the same checks in the same
     order, with the same messages. ``Path(root) / "scripts" / rel`` is pathlib's join, which drops
     empty and ``.`` parts: ``_joined`` does the same."""
     if not isinstance(script, str) or not script.strip() or "\0" in script:
-        raise _err(f"script: {script!r} is not a path")
+        raise definition_error(f"script: {script!r} is not a path")
     if os.path.isabs(script):
-        raise _err(f"script: {script!r} must be a path relative to scripts/")
+        raise definition_error(f"script: {script!r} must be a path relative to scripts/")
     rel = script
     if (rel.startswith("scripts/") and not tree.exists(_joined("scripts", rel))
             and tree.exists(_joined(rel))):
@@ -83,14 +83,14 @@ def _tree_script(tree: Tree, script: Any) -> str:
     real_scripts = tree.realpath("scripts")
     target = tree.realpath(_joined("scripts", rel))
     if os.path.commonpath([real_scripts, target]) != real_scripts or target == real_scripts:
-        raise _err(f"script: {script!r} is outside scripts/")
+        raise definition_error(f"script: {script!r} is outside scripts/")
     kind, _error = tree.resolve(tree.relative(target))
     if kind is None:
-        raise _err(f"script: {script!r} does not exist under scripts/")
+        raise definition_error(f"script: {script!r} does not exist under scripts/")
     if kind[0] != "file":
-        raise _err(f"script: {script!r} is not a regular file")
+        raise definition_error(f"script: {script!r} is not a regular file")
     if not kind[2]:
-        raise _err(f"script: {script!r} is not executable (git update-index --chmod=+x)")
+        raise definition_error(f"script: {script!r} is not executable (git update-index --chmod=+x)")
     return Path(os.path.normpath(rel)).as_posix()
 
 
@@ -98,7 +98,7 @@ def _joined(*parts: str) -> str:
     return "/".join(p for part in parts for p in part.split("/") if p and p != ".")
 
 
-def _positive(key: str, value: Any, integer: bool) -> Any:
+def positive_field(key: str, value: Any, integer: bool) -> Any:
     kind = "a positive integer" if integer else "a positive number of seconds"
     number_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     try:
@@ -106,7 +106,7 @@ def _positive(key: str, value: Any, integer: bool) -> Any:
     except OverflowError:
         finite = False
     if isinstance(value, bool) or not finite or value <= 0:
-        raise _err(f"{key}: {show_value(value)} is not {kind}")
+        raise definition_error(f"{key}: {show_value(value)} is not {kind}")
     return value
 
 
@@ -131,39 +131,39 @@ def _var(index: int, raw: Any) -> VarSpec:
 
 def _parse_var(index: int, raw: Any) -> VarSpec:
     if not isinstance(raw, dict):
-        raise _err(f"vars[{index}]: must be a mapping with a name, not {raw!r}")
+        raise definition_error(f"vars[{index}]: must be a mapping with a name, not {raw!r}")
     name = raw.get("name")
     where = f"vars[{index}] ({name}): " if isinstance(name, str) else f"vars[{index}]: "
     for key in raw:
         if key not in _VAR_KEY_SET:
-            raise _unknown(key, VAR_KEYS, where)
+            raise unknown_key(key, VAR_KEYS, where)
     if not isinstance(name, str) or not VAR_NAME_RE.match(name):
-        raise _err(f"{where}name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        raise definition_error(f"{where}name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
     if name in _TEMPLATE_GLOBALS:
-        raise _err(f"{where}name {name!r} is taken by a template function")
+        raise definition_error(f"{where}name {name!r} is taken by a template function")
     kind = raw.get("type", "str")
     if kind is None:
         kind = "null"   # YAML reads an unquoted `type: null` as a null value
     if kind not in VAR_TYPES:
-        raise _err(f"{where}type {kind!r} is not one of {', '.join(VAR_TYPES)}")
+        raise definition_error(f"{where}type {kind!r} is not one of {', '.join(VAR_TYPES)}")
     option = raw.get("option", False)
     if not isinstance(option, bool):
-        raise _err(f"{where}option must be true or false, not {option!r}")
+        raise definition_error(f"{where}option must be true or false, not {option!r}")
     values = raw.get("values")
     if kind == "enum":
         if not isinstance(values, list) or not values:
-            raise _err(f"{where}values must be a list for type enum")
+            raise definition_error(f"{where}values must be a list for type enum")
         for value in values:
             if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise _err(f"{where}enum value {value!r} is not a scalar")
+                raise definition_error(f"{where}enum value {value!r} is not a scalar")
         if len({json.dumps(jsonable(v)) for v in values}) != len(values):
-            raise _err(f"{where}values repeat an entry")
+            raise definition_error(f"{where}values repeat an entry")
         values = tuple(jsonable(v) for v in values)
     elif values is not None:
-        raise _err(f"{where}values are only for type enum, not {kind}")
+        raise definition_error(f"{where}values are only for type enum, not {kind}")
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
-        raise _err(f"{where}description must be text")
+        raise definition_error(f"{where}description must be text")
     default = raw.get("default", MISSING)
     if default is None and kind != "null":
         default = MISSING   # `default: null` (or empty): optional, no value unless given
@@ -171,21 +171,21 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
     else:
         required = raw.get("required", default is MISSING)
     if not isinstance(required, bool):
-        raise _err(f"{where}required must be true or false, not {required!r}")
+        raise definition_error(f"{where}required must be true or false, not {required!r}")
     if default is not MISSING:
         try:
-            spec = _new(VarSpec, name=name, type=kind, option=option, values=values, default=MISSING,
+            spec = make_frozen(VarSpec, name=name, type=kind, option=option, values=values, default=MISSING,
                         required=True, description=description)
             default = coerce(spec, default, from_string=False)
         except ParamError as exc:
             hint = " (quote it in YAML to make it a string)" if kind == "str" else ""
             shown = show_value(default)
-            raise _err(f"{where}default {shown} does not fit type {kind}: {exc}{hint}") from None
-    return _new(VarSpec, name=name, type=kind, option=option, values=values, default=default,
+            raise definition_error(f"{where}default {shown} does not fit type {kind}: {exc}{hint}") from None
+    return make_frozen(VarSpec, name=name, type=kind, option=option, values=values, default=default,
                 required=required, description=description)
 
 
-def _new(cls: type, **fields: Any) -> Any:
+def make_frozen(cls: type, **fields: Any) -> Any:
     """A frozen dataclass made from every one of its fields without running ``__init__`` (whose
     ``object.__setattr__`` per field is most of the cost of a value made 10,000 times a load)."""
     new = object.__new__(cls)
@@ -193,92 +193,93 @@ def _new(cls: type, **fields: Any) -> Any:
     return new
 
 
-def _vars(raw: Any) -> tuple[VarSpec, ...]:
+def vars_field(raw: Any) -> tuple[VarSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise _err(f"vars: must be a list of mappings, not {type(raw).__name__}")
+        raise definition_error(f"vars: must be a list of mappings, not {type(raw).__name__}")
     specs = tuple(_var(i, item) for i, item in enumerate(raw))
     seen: dict[str, str] = {}
     for i, spec in enumerate(specs):
         upper = spec.name.upper()
         if upper in seen:
             same = "repeats" if seen[upper] == spec.name else "differs only in case from"
-            raise _err(f"vars[{i}] ({spec.name}): name {same} var {seen[upper]!r}")
+            raise definition_error(f"vars[{i}] ({spec.name}): name {same} var {seen[upper]!r}")
         seen[upper] = spec.name
     return specs
 
 
-def _schedule(raw: Any, specs: tuple[VarSpec, ...]) -> tuple[ScheduleEntry, ...]:
+def schedule_field(raw: Any, specs: tuple[VarSpec, ...]) -> tuple[ScheduleEntry, ...]:
     if raw is None:
         return ()
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list):
-        raise _err(f"schedule: must be a list of entries, not {type(raw).__name__}")
+        raise definition_error(f"schedule: must be a list of entries, not {type(raw).__name__}")
     entries = tuple(parse_entry(i, item) for i, item in enumerate(raw))
     if entries:
         for spec in specs:
             if spec.required and spec.default is MISSING:
-                raise _err(f"schedule: var {spec.name!r} is required and has no default "
+                raise definition_error(f"schedule: var {spec.name!r} is required and has no default "
                            "(scheduled runs use the defaults)")
     return entries
 
 
-def _hooks(raw: Any) -> Mapping[str, tuple[str, ...]]:
+def hooks_field(raw: Any) -> Mapping[str, tuple[str, ...]]:
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, dict):
-        raise _err(f"hooks: must be a mapping of event name to URLs, not {type(raw).__name__}")
+        raise definition_error(f"hooks: must be a mapping of event name to URLs, not {type(raw).__name__}")
     hooks = {}
     for event, urls in raw.items():
         if not isinstance(event, str) or not (event == "*" or EVENT_NAME_RE.match(event)):
-            raise _err(f"hooks: {event!r} is not an event name (or '*')")
+            raise definition_error(f"hooks: {event!r} is not an event name (or '*')")
         if isinstance(urls, str):
             urls = [urls]
         if not isinstance(urls, list):
-            raise _err(f"hooks.{event}: must be a URL or a list of URLs, not {urls!r}")
+            raise definition_error(f"hooks.{event}: must be a URL or a list of URLs, not {urls!r}")
         for url in urls:
             parts = urlsplit(url) if isinstance(url, str) else None
             if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                raise _err(f"hooks.{event}: {url!r} is not an http(s) URL")
+                raise definition_error(f"hooks.{event}: {url!r} is not an http(s) URL")
         hooks[event] = tuple(urls)
     return MappingProxyType(hooks)
 
 
-def _env(raw: Any) -> Mapping[str, str]:
+def env_field(raw: Any) -> Mapping[str, str]:
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, dict):
-        raise _err(f"env: must be a mapping of names to strings, not {type(raw).__name__}")
+        raise definition_error(f"env: must be a mapping of names to strings, not {type(raw).__name__}")
     env = {}
     for name, value in raw.items():
         if not isinstance(name, str) or not VAR_NAME_RE.match(name):
-            raise _err(f"env: {name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            raise definition_error(f"env: {name!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
         if name.upper().startswith(RESERVED_ENV_PREFIX):
-            raise _err(f"env.{name}: names starting with {RESERVED_ENV_PREFIX} are set by Overseer")
+            raise definition_error(
+                f"env.{name}: names starting with {RESERVED_ENV_PREFIX} are set by Overseer")
         if isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, (int, float)):
             value = str(value)
         if not isinstance(value, str):
-            raise _err(f"env.{name}: {value!r} is not a string, number or bool")
+            raise definition_error(f"env.{name}: {value!r} is not a string, number or bool")
         if "\0" in value:
-            raise _err(f"env.{name}: contains a NUL character")
+            raise definition_error(f"env.{name}: contains a NUL character")
         env[name] = value
     return MappingProxyType(env)
 
 
-def _command(source: Any, specs: tuple[VarSpec, ...]) -> str:
+def command_field(source: Any, specs: tuple[VarSpec, ...]) -> str:
     if not isinstance(source, str) or not source.strip():
-        raise _err(f"command: must be a non-empty string, not {source!r}")
+        raise definition_error(f"command: must be a non-empty string, not {source!r}")
     if "\0" in source:
-        raise _err("command: contains a NUL character")
+        raise definition_error("command: contains a NUL character")
     try:
         names = render.check_template(source)
     except ValueError as exc:
-        raise _err(f"command: {exc}") from None
+        raise definition_error(f"command: {exc}") from None
     unknown = sorted(names - _TEMPLATE_GLOBALS - {spec.name for spec in specs})
     if unknown:
-        raise _err(f"command: the template uses {unknown[0]!r}, which is not a declared var")
+        raise definition_error(f"command: the template uses {unknown[0]!r}, which is not a declared var")
     return source

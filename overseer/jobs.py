@@ -24,17 +24,17 @@ import yaml
 from overseer.exceptions import JobDefinitionError
 from overseer.job_documents import jsonable, load_document
 from overseer.job_fields import (
-    _command,
-    _env,
-    _err,
-    _hooks,
-    _new,
-    _positive,
-    _schedule,
-    _script,
-    _tree_script,
-    _unknown,
-    _vars,
+    command_field,
+    definition_error,
+    env_field,
+    hooks_field,
+    make_frozen,
+    positive_field,
+    schedule_field,
+    script_field,
+    tree_script_field,
+    unknown_key,
+    vars_field,
 )
 from overseer.job_files import escaping, gc_paused, job_name_for, read_bytes, scan
 from overseer.job_tree import Tree
@@ -98,25 +98,26 @@ def _document(relpath: str, data: bytes) -> tuple[dict, bool]:
     try:
         doc, plain = load_document(data, is_json)
     except json.JSONDecodeError as exc:
-        raise _err(f"invalid JSON on line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise definition_error(f"invalid JSON on line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
-        raise _err(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise definition_error(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except ValueError as exc:  # a duplicate JSON key; a number too long to convert
-        raise _err(f"invalid {'JSON' if is_json else 'YAML'}: {exc}") from None
+        raise definition_error(f"invalid {'JSON' if is_json else 'YAML'}: {exc}") from None
     except yaml.YAMLError as exc:
         text = " ".join(str(exc).split())
-        raise _err(f"invalid YAML: {text}") from None
+        raise definition_error(f"invalid YAML: {text}") from None
     except RecursionError:
-        raise _err("the document is nested too deeply") from None
+        raise definition_error("the document is nested too deeply") from None
     if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict):
         doc = doc[0]
     if isinstance(doc, dict):
         return doc, plain
     if doc is None:
-        raise _err("the file is empty: a job file holds a mapping")
+        raise definition_error("the file is empty: a job file holds a mapping")
     if isinstance(doc, list):
-        raise _err(f"a job file holds a mapping or a list of one mapping, not a list of {len(doc)} items")
-    raise _err(f"a job file holds a mapping, not {type(doc).__name__}")
+        raise definition_error(
+            f"a job file holds a mapping or a list of one mapping, not a list of {len(doc)} items")
+    raise definition_error(f"a job file holds a mapping, not {type(doc).__name__}")
 
 
 @lru_cache(maxsize=32768)
@@ -125,40 +126,40 @@ def _parse_content(relpath: str, data: bytes) -> Job:
     are free). ``script`` is left as written; :func:`parse_job` checks it against the tree."""
     name = job_name_for(relpath)
     if name is None:
-        raise _err(f"{relpath!r} is not a job file")
+        raise definition_error(f"{relpath!r} is not a job file")
     if not JOB_NAME_RE.match(name):
-        raise _err(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+        raise definition_error(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
     doc, plain = _document(relpath, data)
     for key in doc:
         if key not in _JOB_KEY_SET:
-            raise _unknown(key, JOB_KEYS)
+            raise unknown_key(key, JOB_KEYS)
     command, script = doc.get("command"), doc.get("script")
     if command is not None and script is not None:
-        raise _err("command and script: a job has one or the other, not both")
+        raise definition_error("command and script: a job has one or the other, not both")
     if script is not None and (not isinstance(script, str) or not script.strip()):
-        raise _err(f"script: {script!r} is not a path")
+        raise definition_error(f"script: {script!r} is not a path")
     timeout = doc.get("timeout")
     if timeout is not None:
-        timeout = float(_positive("timeout", timeout, integer=False))
+        timeout = float(positive_field("timeout", timeout, integer=False))
     max_concurrent = doc.get("max_concurrent")
     if max_concurrent is not None:
-        _positive("max_concurrent", max_concurrent, integer=True)
+        positive_field("max_concurrent", max_concurrent, integer=True)
     description = doc.get("description")
     if description is not None and not isinstance(description, str):
-        raise _err(f"description: must be text, not {type(description).__name__}")
-    specs = _vars(doc.get("vars"))
-    return _new(
+        raise definition_error(f"description: must be text, not {type(description).__name__}")
+    specs = vars_field(doc.get("vars"))
+    return make_frozen(
         Job,
         name=name,
         file=relpath,
-        command=_command(command, specs) if command is not None else None,
+        command=command_field(command, specs) if command is not None else None,
         script=script,
         timeout=timeout,
         vars=specs,
-        schedule=_schedule(doc.get("schedule"), specs),
+        schedule=schedule_field(doc.get("schedule"), specs),
         description=description,
-        hooks=_hooks(doc.get("hooks")),
-        env=_env(doc.get("env")),
+        hooks=hooks_field(doc.get("hooks")),
+        env=env_field(doc.get("env")),
         max_concurrent=max_concurrent,
         definition=doc if plain else jsonable(doc),
         commit=None,
@@ -180,19 +181,19 @@ def parse_job(root: Path, relpath: str, data: bytes | None = None, cache: ParseC
             if size <= MAX_JOB_FILE_BYTES:
                 data = read_bytes(root, relpath)
         except OSError as exc:
-            raise _err(f"cannot read the file: {exc.strerror or exc}") from None
+            raise definition_error(f"cannot read the file: {exc.strerror or exc}") from None
     else:
         size = len(data)
     if size > MAX_JOB_FILE_BYTES or len(data) > MAX_JOB_FILE_BYTES:
         raise _too_big(size)
     job = _content_job(relpath, bytes(data), cache, used)
     if job.script is not None:
-        job = replace(job, script=_script(root, job.script))
+        job = replace(job, script=script_field(root, job.script))
     return job
 
 
 def _too_big(size: int) -> JobDefinitionError:
-    return _err(f"the file is {size} bytes; job files are limited to {MAX_JOB_FILE_BYTES} bytes")
+    return definition_error(f"the file is {size} bytes; job files are limited to {MAX_JOB_FILE_BYTES} bytes")
 
 
 def _content_job(relpath: str, data: bytes, cache: ParseCache | None, used: dict | None,
@@ -214,7 +215,7 @@ def _content_job(relpath: str, data: bytes, cache: ParseCache | None, used: dict
         raise
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the whole load
         log.warning("%s: unexpected error while validating", relpath, exc_info=True)
-        raise _err(f"cannot be validated: {type(exc).__name__}: {exc}") from None
+        raise definition_error(f"cannot be validated: {type(exc).__name__}: {exc}") from None
 
 
 def _unique_names(paths: list[str], errors: list[tuple[str, str]]) -> list[str]:
@@ -310,7 +311,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
                 continue
             if job.script is not None:
                 try:
-                    job = replace(job, script=_tree_script(tree, job.script))
+                    job = replace(job, script=tree_script_field(tree, job.script))
                 except JobDefinitionError as exc:
                     errors.append((relpath, str(exc)))
                     continue

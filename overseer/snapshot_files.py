@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 
 # The commands that write a snapshot run at a lower CPU priority: on a fresh start they run beside
 # the parse of the same commit, which the server waits for; a snapshot is only waited for by a run.
-_NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
+NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
-def _symlinks(root: Path) -> list[str]:
+def symlinks_in(root: Path) -> list[str]:
     """The relative paths of every symlink under ``root`` (symlinked directories not entered)."""
     links = []
     stack = [(str(root), "")]
@@ -36,7 +36,7 @@ def _symlinks(root: Path) -> list[str]:
     return links
 
 
-def _drop_escaping(root: Path, links: list[str]) -> list[tuple[str, str]]:
+def drop_escaping(root: Path, links: list[str]) -> list[tuple[str, str]]:
     """Remove the symlinks of ``links`` whose target leaves ``root``; return them as errors.
 
     Every link is judged before any is removed: a link that leads out through another one
@@ -56,7 +56,7 @@ def _drop_escaping(root: Path, links: list[str]) -> list[tuple[str, str]]:
     return [(rel, f"symlink to {link!r} leaves the repository") for rel, _path, link in leaving]
 
 
-def _remove_empty_parents(root: Path, relpath: str) -> None:
+def remove_empty_parents(root: Path, relpath: str) -> None:
     parent = os.path.dirname(relpath)
     while parent:
         try:
@@ -66,12 +66,12 @@ def _remove_empty_parents(root: Path, relpath: str) -> None:
         parent = os.path.dirname(parent)
 
 
-def _read_only(root: Path, paths: Optional[list[str]]) -> None:
+def make_read_only(root: Path, paths: Optional[list[str]]) -> None:
     """Files 0o444/0o555 (their exec bits kept), dirs 0o555. With ``paths``, only those files
     are new: the others are hard links already read-only. The whole tree is done by ``find``
     (10,000 ``chmod`` calls are not worth holding the interpreter for while a load parses)."""
     if paths is None:
-        r = subprocess.run([*_NICE, "find", str(root), "(", "-type", "f", "-exec", "chmod", "a-w", "{}", "+",
+        r = subprocess.run([*NICE, "find", str(root), "(", "-type", "f", "-exec", "chmod", "a-w", "{}", "+",
                             ")", "-o", "(", "-type", "d", "-exec", "chmod", "0555", "{}", "+", ")"],
                            capture_output=True)
         if r.returncode == 0:
@@ -91,14 +91,14 @@ def _read_only(root: Path, paths: Optional[list[str]]) -> None:
         os.chmod(dirpath, 0o555)
 
 
-def _unlink(path: Path) -> None:
+def unlink_if_there(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     if not path.exists():
         return
     for dirpath, _dirnames, _files in os.walk(path):

@@ -36,17 +36,17 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from overseer.checkout_queue import _queue_for
+from overseer.checkout_queue import queue_for
 from overseer.exceptions import RepositoryError
 from overseer.job_tree import Tree, TreeError
 from overseer.snapshot_files import (
-    _NICE,
-    _drop_escaping,
-    _read_only,
-    _remove_empty_parents,
-    _remove_tree,
-    _symlinks,
-    _unlink,
+    NICE,
+    drop_escaping,
+    make_read_only,
+    remove_empty_parents,
+    remove_tree,
+    symlinks_in,
+    unlink_if_there,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Snapshots:
         self.root = root
         self.git_dir = git_dir
         self.env = env
-        self._queue = _queue_for(root)
+        self._queue = queue_for(root)
 
     def path(self, commit: str) -> Path:
         return self.root / commit
@@ -156,7 +156,7 @@ class Snapshots:
             return self._make(commit, base, links, index)
         finally:
             if index is not None:
-                _unlink(index)
+                unlink_if_there(index)
 
     def _make(self, commit: str, base: Optional[str], links: Optional[list[str]],
               index: Path) -> list[tuple[str, str]]:
@@ -170,7 +170,7 @@ class Snapshots:
                 except (OSError, RepositoryError) as e:
                     log.warning("snapshot %s from %s failed (%s); checking it out whole", commit[:12],
                                 base[:12], e)
-                    _remove_tree(tmp)
+                    remove_tree(tmp)
                     tmp.mkdir()
             if errors is None:
                 errors = self._full(tmp, commit, index, links)
@@ -181,11 +181,11 @@ class Snapshots:
             except OSError:
                 if not dest.is_dir():
                     raise
-                _remove_tree(tmp)  # made meanwhile by another thread: that one stands
+                remove_tree(tmp)  # made meanwhile by another thread: that one stands
                 return self.errors(commit)
             return errors
         except BaseException:
-            _remove_tree(tmp)
+            remove_tree(tmp)
             raise
 
     def ensure_soon(self, commit: str, base: Optional[str] = None, links: Optional[list[str]] = None,
@@ -221,7 +221,7 @@ class Snapshots:
         try:
             self._git("read-tree", commit, index=index)
         except BaseException:
-            _unlink(index)
+            unlink_if_there(index)
             raise
         return index
 
@@ -230,7 +230,7 @@ class Snapshots:
         env = dict(self.env, GIT_DIR=str(self.git_dir))
         if index is not None:
             env["GIT_INDEX_FILE"] = str(index)
-        cmd = [*(_NICE if nice else ()), "git", *GIT_CONFIG]
+        cmd = [*(NICE if nice else ()), "git", *GIT_CONFIG]
         if work_tree is not None:
             cmd += ["--work-tree", str(work_tree)]
         r = subprocess.run([*cmd, *args], input=stdin, capture_output=True, env=env,
@@ -250,8 +250,8 @@ class Snapshots:
 
     def _full(self, tmp: Path, commit: str, index: Path, links: Optional[list[str]]) -> list[tuple[str, str]]:
         self._checkout(tmp, index, None)
-        errors = _drop_escaping(tmp, _symlinks(tmp) if links is None else links)
-        _read_only(tmp, None)
+        errors = drop_escaping(tmp, symlinks_in(tmp) if links is None else links)
+        make_read_only(tmp, None)
         return errors
 
     def _incremental(self, tmp: Path, base: str, commit: str, index: Path,
@@ -260,7 +260,7 @@ class Snapshots:
         fields = raw.split(b"\0")
         changes = [(fields[i].decode(), os.fsdecode(fields[i + 1])) for i in range(0, len(fields) - 1, 2)]
         tmp.rmdir()
-        r = subprocess.run([*_NICE, "cp", "-al", str(self.path(base)), str(tmp)], capture_output=True)
+        r = subprocess.run([*NICE, "cp", "-al", str(self.path(base)), str(tmp)], capture_output=True)
         if r.returncode:
             raise OSError(f"cp -al failed: {r.stderr.decode(errors='replace').strip()}")
         for dirpath, _dirnames, _files in os.walk(tmp):
@@ -276,13 +276,13 @@ class Snapshots:
             if status != "D":
                 written.append(path)
             else:
-                _remove_empty_parents(tmp, path)  # git has no empty directories; a checkout leaves none
+                remove_empty_parents(tmp, path)  # git has no empty directories; a checkout leaves none
         changed = {path for _status, path in changes}
         # The symlinks the base dropped come back to be judged again: what they lead to may differ now.
         written += [path for path, _message in self.errors(base) if path not in changed]
         self._checkout(tmp, index, written)
-        errors = _drop_escaping(tmp, _symlinks(tmp) if links is None else links)
-        _read_only(tmp, written)
+        errors = drop_escaping(tmp, symlinks_in(tmp) if links is None else links)
+        make_read_only(tmp, written)
         return errors
 
     def remove_unused(self, keep: set) -> None:
@@ -305,7 +305,7 @@ class Snapshots:
             if stale not in doomed:
                 doomed.append(stale)
         if doomed:
-            threading.Thread(target=lambda: [_remove_tree(p) for p in doomed], name="snapshot-removal",
+            threading.Thread(target=lambda: [remove_tree(p) for p in doomed], name="snapshot-removal",
                              daemon=True).start()
 
     def remove_stale(self) -> None:
@@ -315,9 +315,9 @@ class Snapshots:
             return
         for path in self.root.iterdir():
             if path.name.startswith(".new-"):
-                _remove_tree(path)
+                remove_tree(path)
             elif path.name.startswith(".index-"):
-                _unlink(path)
+                unlink_if_there(path)
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:
