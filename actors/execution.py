@@ -26,9 +26,9 @@ import pykka
 from overseer import executions as ex
 from overseer import render
 from overseer.exceptions import Conflict
+from overseer.job_process import ExitStatus, Process
 from overseer.jobs import Job
 from overseer.ready_pool import ReadyPool
-from overseer.runner import ExitStatus, Process
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
 from .pool import ActorPool, PooledActor

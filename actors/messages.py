@@ -53,7 +53,7 @@ class EventRecorded:
 class ProcessExited:
     """The monitor reaped an execution's main process."""
 
-    status: Any  # overseer.runner.ExitStatus
+    status: Any  # overseer.job_process.ExitStatus
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Optional
 import pykka
 
 from overseer import executions as ex
-from overseer.runner import process_start_time
+from overseer.job_process import process_start_time
 
 from .context import Context, Pingable
 from .messages import JobsLoaded, Shutdown

@@ -10,7 +10,7 @@ it. The ways, interleaved in every repetition (a fresh cgroup each where there i
 removing it is left out of both figures, as it is the same on every path):
 
 - native:          ``overseer.spawn`` (clone3 straight into the cgroup, with its pidfd)
-- popen+entering:  Popen of the ``runner._entering`` wrapper (the job moves itself in), + pidfd_open
+- popen+entering:  Popen of the ``job_process.entering`` wrapper (the job moves itself in), + pidfd_open
 - popen:           bare Popen, no cgroup
 - posix_spawn:     ``os.posix_spawn`` with setsid and dup2 file actions, no cgroup
 - native, no cgroup: the native spawn without CLONE_INTO_CGROUP (what the cgroup itself costs)
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib import percentile  # noqa: E402
 
-from overseer import cgroups, runner, spawn  # noqa: E402
+from overseer import cgroups, job_process, spawn  # noqa: E402
 
 ENV = {b"PATH": b"/usr/bin:/bin"}
 DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -80,7 +80,7 @@ def _popen(argv: list[str]) -> Callable[[], None]:
 
 
 def start_popen_entering(argv: list[str], cgroup: Optional[cgroups.Cgroup]) -> Callable[[], None]:
-    return _popen(runner._entering(cgroup, argv))
+    return _popen(job_process.entering(cgroup, argv))
 
 
 def start_popen(argv: list[str], cgroup: Optional[cgroups.Cgroup]) -> Callable[[], None]:

@@ -27,7 +27,10 @@ static PyObject *Unsupported;
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -291,17 +294,47 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
     return pid < 0 ? NULL : Py_BuildValue("(li)", pid, pidfd);
 }
 
+/* The started process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or
+ * -1 when it cannot be read. */
+static long long start_time(long pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');  /* the name may hold spaces and parentheses: the last ')' */
+    if (!p || p[1] != ' ')
+        return -1;
+    p += 2;
+    for (int field = 0; field < 19; field++) {  /* from the state (field 3) to starttime (22) */
+        p = strchr(p, ' ');
+        if (!p)
+            return -1;
+        p++;
+    }
+    char *end;
+    long long ticks = strtoll(p, &end, 10);
+    return end == p ? -1 : ticks;
+}
+
 /* spawn() with the job's stdout and stderr made here as pipes, their read ends non-blocking, and
- * its cgroup given by path: one call, one release of the GIL, where the same steps from Python
- * are ten system calls that each hand the GIL over to whichever thread waits for it. */
+ * its cgroup given by path; then, when epfd >= 0, its pidfd and pipes added to that epoll set
+ * (EPOLLIN, the fd as data), and its start time read. One call, two short holds of the GIL and
+ * one release, where the same steps from Python are fifteen system calls that each hand the GIL
+ * over to whichever thread waits for it. */
 static PyObject *spawn_piped(PyObject *self, PyObject *args) {
     PyObject *path_arg, *cwd_arg, *argv_o, *envp_o, *cgroup_arg, *cgroup_o = NULL, *result = NULL;
     struct child c;
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, cgroup_fd = -1, pidfd = -1;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, cgroup_fd = -1, pidfd = -1, epfd = -1;
 
     memset(&c, 0, sizeof c);
-    if (!PyArg_ParseTuple(args, "OOOOiO:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
-                          &c.fds[0], &cgroup_arg))
+    if (!PyArg_ParseTuple(args, "OOOOiO|i:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &cgroup_arg, &epfd))
         return NULL;
     if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o))
         return NULL;
@@ -319,7 +352,34 @@ static PyObject *spawn_piped(PyObject *self, PyObject *args) {
     c.fds[2] = err[1];
     long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd);
     if (pid >= 0) {
-        result = Py_BuildValue("(liii)", pid, pidfd, out[0], err[0]);
+        long long ticks;
+        int watched = 0;
+        Py_BEGIN_ALLOW_THREADS
+        ticks = start_time(pid);
+        if (epfd >= 0) {
+            /* The pipes first, the pidfd last: the monitor reaps only once both pipes are in. */
+            int order[3] = {out[0], err[0], pidfd};
+            for (; watched < 3; watched++) {
+                struct epoll_event ev = {.events = EPOLLIN, .data = {.fd = order[watched]}};
+                if (epoll_ctl(epfd, EPOLL_CTL_ADD, order[watched], &ev) < 0)
+                    break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (epfd >= 0 && watched < 3) {
+            /* Cannot happen short of ENOMEM: end the process; closing the fds unwatches them. */
+            PyErr_SetFromErrno(PyExc_OSError);
+            kill((pid_t)pid, SIGKILL);
+            int status;
+            while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            close(pidfd);
+            goto done;
+        }
+        if (ticks < 0)
+            result = Py_BuildValue("(liiiO)", pid, pidfd, out[0], err[0], Py_None);
+        else
+            result = Py_BuildValue("(liiiL)", pid, pidfd, out[0], err[0], ticks);
         if (result)
             out[0] = err[0] = -1;  /* the caller's now */
     }
@@ -352,9 +412,11 @@ static PyMethodDef methods[] = {
      "Start path in a new session with the three fds as 0-1-2, nothing else open, and, when\n"
      "cgroup_fd >= 0, inside that cgroup from its first instant."},
     {"spawn_piped", spawn_piped, METH_VARARGS,
-     "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir) -> (pid, pidfd, stdout_r, stderr_r)\n\n"
-     "spawn() with stdout and stderr as new pipes (their read ends returned, non-blocking) and\n"
-     "the cgroup given by its directory (None: none)."},
+     "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir, epfd=-1)\n"
+     "    -> (pid, pidfd, stdout_r, stderr_r, start_time)\n\n"
+     "spawn() with stdout and stderr as new pipes (their read ends returned, non-blocking), the\n"
+     "cgroup given by its directory (None: none), the pidfd and read ends added to the epoll set\n"
+     "epfd (when >= 0) and the process's start time in clock ticks (None if unreadable)."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

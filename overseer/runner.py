@@ -18,105 +18,17 @@ import itertools
 import logging
 import os
 import select
-import shlex
-import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 from overseer import cgroups, spawn
+from overseer.job_process import ExitStatus, Process, check_executable, entering, signal_name
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    exit_code: Optional[int]  # None when killed by a signal
-    signal: Optional[str]  # e.g. "SIGKILL"
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"SIG{signum}"
-
-
-def process_start_time(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (None if it is gone): with the
-    pid it names one process, so a reused pid is never mistaken for it."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 4096)  # three system calls, where open() makes six
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])
-
-
-class Process:
-    """A started job process: its process group, optional cgroup and pipes."""
-
-    def __init__(self, pid: int, cgroup: Optional[cgroups.Cgroup], joined: bool,
-                 popen: Optional[subprocess.Popen] = None):
-        self.pid = pid
-        self.pgid = pid  # a new session: the leader of its own group and session
-        self.start_time = process_start_time(self.pid)
-        self.cgroup = cgroup
-        # Popen path only: kept until the monitor reaps the process, because a Popen that is
-        # collected unfinished goes to subprocess' list of children to reap on its next start.
-        self._popen = popen
-        self.status: Optional[ExitStatus] = None
-        self._joined = joined  # in its cgroup already (born there, on the native path)
-
-    def _reaped(self) -> None:
-        if self._popen is not None:
-            self._popen.returncode = 0  # reaped by the monitor; keep Popen from waiting again
-
-    def _in_cgroup(self) -> bool:
-        """Make sure the process is in its cgroup before the cgroup is used to reach it. The native
-        spawn starts it there; on the Popen path it moves itself there as its first act (see
-        ``_entering``), and a signal in its first instant may come before that, so the first
-        signal moves it from here (moving twice is harmless). Moving costs the kernel a
-        cgroup-wide lock, which is why a start does not pay for it twice."""
-        if self.cgroup is None:
-            return False
-        if not self._joined:
-            self._joined = self.cgroup.add(self.pid)
-        return self._joined
-
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the whole tree: the cgroup where there is one, else the group."""
-        if signum == signal.SIGKILL and self._in_cgroup() and self.cgroup.kill():
-            return
-        if signum in (signal.SIGSTOP, signal.SIGCONT) and self._in_cgroup():
-            if self.cgroup.freeze(signum == signal.SIGSTOP):
-                return
-        try:
-            os.killpg(self.pgid, signum)
-        except ProcessLookupError:
-            pass
-        if self.cgroup and signum != signal.SIGSTOP:
-            # Processes that left the group with setsid are still in the cgroup.
-            self.cgroup.signal_all(signum)
-
-    def kill_remaining(self) -> bool:
-        """After the main process ended: kill whatever it left behind. False when the
-        cgroup still holds dying processes (call again shortly to remove it)."""
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return self.cgroup.release() if self.cgroup else True
 
 
 class _Watch:
@@ -129,34 +41,6 @@ class _Watch:
         self.on_output = on_output
         self.on_exit = on_exit
         self.exited = False
-
-
-def _entering(cgroup: cgroups.Cgroup, argv: list[str]) -> list[str]:
-    """``argv`` made to move itself into ``cgroup`` before it runs anything. Moving it from the
-    parent after Popen returns would come too late for a shell that forks at once (``setsid cmd &``
-    as its first line: that child would stay outside, out of reach of ``cgroup.kill``), and a
-    ``preexec_fn`` would force a full fork of the server instead of vfork. A command job already
-    runs under ``/bin/sh -c``: it gets one builtin ``echo`` in front, no extra process."""
-    procs = str(cgroup.path / "cgroup.procs")
-    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
-        return ["/bin/sh", "-c", f"echo 0 >{shlex.quote(procs)} 2>/dev/null; {argv[2]}"]
-    _check_executable(argv[0])  # under the wrapper, a failed exec would be a mere exit code 127
-    return ["/bin/sh", "-c", 'echo 0 >"$0" 2>/dev/null; exec "$@"', procs, *argv]
-
-
-def _check_executable(path: str) -> None:
-    """Raise the OSError that exec(2) would for ``path``: missing, not executable, or naming a
-    ``#!`` interpreter that is missing or not executable."""
-    with open(path, "rb") as f:
-        head = f.read(256)
-    if not os.access(path, os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-    if head.startswith(b"#!"):
-        words = head[2:].split(b"\n", 1)[0].split()
-        interpreter = os.fsdecode(words[0]) if words else ""
-        if not interpreter or not os.access(interpreter, os.X_OK):
-            raise FileNotFoundError(errno.ENOENT, f"its interpreter {interpreter!r} is missing "
-                                    "or not executable", path)
 
 
 class ProcessMonitor:
@@ -201,27 +85,29 @@ class ProcessMonitor:
             if cgroup:
                 cgroup.remove()
             raise
-        proc, pidfd, pipes = started
-        self._register(_Watch(proc, pidfd, pipes, on_output, on_exit))
+        proc, pidfd, pipes, in_epoll = started
+        self._register(_Watch(proc, pidfd, pipes, on_output, on_exit), in_epoll)
         return proc
 
     def _spawn_native(self, argv: list[str], cwd: str, env: dict,
-                      cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
-        """clone3: born in its cgroup, with its pidfd and its pipes, in one call; argv runs as it is
-        (no ``_entering``), and exec itself reports a script that cannot run."""
+                      cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict, bool]:
+        """clone3: born in its cgroup, with its pidfd and its pipes, in one call that also adds
+        them to the epoll set and reads the start time; argv runs as it is (no ``entering``),
+        and exec itself reports a script that cannot run."""
         try:
-            pid, pidfd, out_r, err_r = spawn.spawn_piped(argv, cwd, env, self._devnull,
-                                                         cgroup.path if cgroup else None)
+            pid, pidfd, out_r, err_r, start_time = spawn.spawn_piped(
+                argv, cwd, env, self._devnull, cgroup.path if cgroup else None, self._ep.fileno())
         except FileNotFoundError as e:
             if e.filename == argv[0] and os.path.exists(argv[0]):
-                _check_executable(argv[0])  # it is there: its #! interpreter is not; say so
+                check_executable(argv[0])  # it is there: its #! interpreter is not; say so
             raise
-        return Process(pid, cgroup, joined=True), pidfd, {out_r: "stdout", err_r: "stderr"}
+        proc = Process(pid, cgroup, joined=True, start_time=start_time)
+        return proc, pidfd, {out_r: "stdout", err_r: "stderr"}, True
 
     def _spawn_popen(self, argv: list[str], cwd: str, env: dict,
-                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
+                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict, bool]:
         if cgroup is not None:
-            argv = _entering(cgroup, argv)
+            argv = entering(cgroup, argv)
         popen = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
@@ -233,19 +119,22 @@ class ProcessMonitor:
             os.set_blocking(fd, False)
             pipes[fd] = stream
         popen.stdout = popen.stderr = None
-        return proc, os.pidfd_open(proc.pid), pipes
+        return proc, os.pidfd_open(proc.pid), pipes, False
 
-    def _register(self, watch: _Watch) -> None:
-        """Watch a started process's pipes and pidfd (from any thread). Each fd is added to epoll
+    def _register(self, watch: _Watch, in_epoll: bool) -> None:
+        """Watch a started process's pipes and pidfd (from any thread), added to epoll here or,
+        ``in_epoll``, by the native spawn already. Each fd is added to epoll
         before it is named in ``_fds``: an event of an earlier fd of that number, still in the
         monitor's hands, then finds no owner, or this watch with its fd already watched (a
         read of it is harmless); an event of the new fd before it is named comes again (epoll is
         level-triggered). The pidfd comes last: the monitor may read a pipe to its end before
         the other is watched, but reaps only after."""
         for fd in list(watch.pipes):  # the monitor may close the first before the second is in
-            self._ep.register(fd, select.EPOLLIN)
+            if not in_epoll:
+                self._ep.register(fd, select.EPOLLIN)
             self._fds[fd] = (watch, fd)
-        self._ep.register(watch.pidfd, select.EPOLLIN)
+        if not in_epoll:
+            self._ep.register(watch.pidfd, select.EPOLLIN)
         self._fds[watch.pidfd] = (watch, None)
 
     def _unwatch(self, fd: int) -> None:
@@ -368,7 +257,7 @@ class ProcessMonitor:
         if pid == 0:
             return  # stopped or continued, not ended
         self._unwatch(watch.pidfd)
-        watch.proc._reaped()
+        watch.proc.reaped()
         if os.WIFSIGNALED(status):
             exit_status = ExitStatus(None, signal_name(os.WTERMSIG(status)))
         else:

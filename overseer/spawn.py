@@ -1,7 +1,7 @@
 """Starting a job process straight into its cgroup, with ``overseer._spawn`` where it is built.
 
 ``subprocess.Popen`` cannot start a process inside a cgroup, so on that path the job moves itself
-in as its first act (``runner._entering``). Moving a process between cgroups waits for an RCU
+in as its first act (``job_process.entering``). Moving a process between cgroups waits for an RCU
 grace period on a cgroup2 mount without ``favordynmods`` (~15-20 ms at p99) and blocks forks
 meanwhile. The native spawn is ``clone3(CLONE_INTO_CGROUP | CLONE_PIDFD)``: the child is born in
 its cgroup and comes with its pidfd, and the start costs less CPU than Popen's Python code.
@@ -55,12 +55,15 @@ def spawn(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: i
 
 
 def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: int,
-                cgroup_dir: Optional[os.PathLike]) -> tuple[int, int, int, int]:
+                cgroup_dir: Optional[os.PathLike],
+                epfd: int = -1) -> tuple[int, int, int, int, Optional[int]]:
     """``spawn`` with the job's stdout and stderr made as pipes in the same call, and the cgroup
-    given by its directory: ``(pid, pidfd, stdout_r, stderr_r)``, the read ends non-blocking and
-    close-on-exec."""
+    given by its directory: ``(pid, pidfd, stdout_r, stderr_r, start_time)``, the read ends
+    non-blocking and close-on-exec, ``start_time`` as ``job_process.process_start_time`` gives it.
+    With ``epfd``, the two read ends and then the pidfd are in that epoll set (``EPOLLIN``, the fd
+    as its data) when it returns."""
     return _call(_spawn.spawn_piped if _built else None, argv, env, cwd, stdin,
-                 None if cgroup_dir is None else os.fspath(cgroup_dir))
+                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd)
 
 
 def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds) -> tuple:

@@ -150,7 +150,7 @@ def test_setsid_child_is_reached_only_through_the_cgroup(tree, request, end):
 
 @pytest.mark.parametrize("end", ["exit", "terminate"])
 def test_setsid_child_forked_at_once(tree, request, end):
-    # The job moves itself into its cgroup before its first command (runner._entering): a child
+    # The job moves itself into its cgroup before its first command (job_process.entering): a child
     # forked at once is inside too, and reached.
     _escape(tree, request, end)
 

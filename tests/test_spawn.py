@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import select
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from overseer import spawn
-from overseer.runner import ExitStatus, ProcessMonitor
+from overseer.job_process import ExitStatus, process_start_time
+from overseer.runner import ProcessMonitor
 
 from .conftest import wait_for
 from .serving import alive
@@ -322,6 +324,34 @@ def test_source_fds_already_on_0_1_2(tmp_path):
         """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
     assert Path(report).read_bytes() == b"out\n|err\n|0"
+
+
+@pytest.mark.skipif(not spawn.available(), reason="no native spawn here")
+def test_spawn_piped_watches_its_fds_and_reads_its_start_time():
+    """With an epoll fd the native spawn hands back its pipes and pidfd already in that set
+    (EPOLLIN, the fd as data), and the start time /proc gives for the pid."""
+    ep = select.epoll()
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pid, pidfd, out_r, err_r, started = spawn.spawn_piped(
+            ["/bin/sh", "-c", "echo out; echo err >&2; read x"], "/", ENV, devnull, None, ep.fileno())
+        try:
+            assert started == process_start_time(pid) and isinstance(started, int)
+            seen: set = set()
+            deadline = time.monotonic() + 10
+            while seen != {out_r, err_r, pidfd} and time.monotonic() < deadline:
+                seen.update(fd for fd, _ in ep.poll(1))
+            assert seen == {out_r, err_r, pidfd}  # output on both pipes, then the exit
+            assert os.read(out_r, 100) == b"out\n" and os.read(err_r, 100) == b"err\n"
+            with pytest.raises(FileExistsError):
+                ep.register(pidfd, select.EPOLLIN)  # in the set already
+        finally:
+            os.waitpid(pid, 0)
+            for fd in (pidfd, out_r, err_r):
+                os.close(fd)
+    finally:
+        os.close(devnull)
+        ep.close()
 
 
 NO_CLONE3 = r"""
