@@ -3,6 +3,7 @@ and CPU per execution under load.
 
     python benchmarks/engine_trace.py [--runs 200] [--executions 600]
 
+CPU also counts each server thread kind's context switches per execution (from /proc).
 Latency: 200 triggers of ``echo x > FIFO`` 10 ms apart; wrappers put timestamps on the stages
 (Store create, Execution launch, environment, cgroup create, process start) and a thread reading
 the FIFO marks when the job wrote (a trigger starts its process before it returns);
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -103,6 +105,24 @@ def latency(runs: int) -> None:
         print(f"  {ms * 1000:7.2f}  {name}")
 
 
+def _switches() -> dict[str, list[int]]:
+    """Context switches (voluntary, involuntary) per thread kind, from /proc (names with their
+    numbers stripped: "execution-3" counts as "execution")."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    kinds: dict[str, list[int]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+        except OSError:
+            continue
+        kind = re.sub(r"[-:_ ]?\d+$|\(.*$", "", names.get(int(tid), "?")).strip() or "?"
+        got = kinds.setdefault(kind, [0, 0])
+        got[0] += int(fields["voluntary_ctxt_switches"])
+        got[1] += int(fields["nonvoluntary_ctxt_switches"])
+    return kinds
+
+
 def cpu(executions: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     fifo = tmp / "fifo"
@@ -112,14 +132,21 @@ def cpu(executions: int) -> None:
         for _ in range(20):
             system.trigger("noop", {})
         time.sleep(1)
-        t0, c0 = time.perf_counter(), os.times()
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(16, thread_name_prefix="trigger") as pool:
+            list(pool.map(lambda _: None, range(64)))  # its threads exist before the count
+            t0, c0, s0 = time.perf_counter(), os.times(), _switches()
             last = max(pool.map(lambda _: system.trigger("noop", {})["id"], range(executions)))
-        while system.store.get_execution("noop", last)["state"] != "finished" or system.ctx.running:
-            time.sleep(0.002)
-        wall, c1 = time.perf_counter() - t0, os.times()
+            while system.store.get_execution("noop", last)["state"] != "finished" or system.ctx.running:
+                time.sleep(0.002)
+            wall, c1, s1 = time.perf_counter() - t0, os.times(), _switches()
     finally:
         system.stop()
+    print("context switches per execution by thread kind (voluntary + involuntary):")
+    rows = sorted(((sum(v) - sum(s0.get(k, [0, 0]))) / executions, k, v, s0.get(k, [0, 0]))
+                  for k, v in s1.items())
+    for per, kind, (vol, inv), (vol0, inv0) in reversed(rows):
+        if per >= 0.05:
+            print(f"  {per:6.2f}  {kind} ({(vol - vol0) / executions:.2f} + {(inv - inv0) / executions:.2f})")
     user, sys_ = (c1.user - c0.user) / executions, (c1.system - c0.system) / executions
     children = (c1.children_user - c0.children_user + c1.children_system - c0.children_system) / executions
     print(f"{executions} executions of `true` from 16 threads: {executions / wall:.0f}/s; per execution "
