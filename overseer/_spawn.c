@@ -199,10 +199,24 @@ error:
     return NULL;
 }
 
+/* What spawn_piped() does around the clone, with the GIL released for the clone anyway. */
+struct around {
+    const char *cgroup;    /* make this cgroup and start the job in it (NULL: none) */
+    int cgroup_err;        /* errno when it could not be made or opened: the job runs without it */
+    int made;              /* it was made here (and is removed here if the start fails) */
+    int epfd;              /* add the pipes (watch[0..1]) and then the pidfd to this set (-1: no) */
+    int watch[2];
+    int epoll_err;
+    long long start_time;  /* of the started process; -1 when unreadable */
+};
+
+static long long start_time(long pid);
+
 /* The common part of spawn() and spawn_piped(): c.fds are set; path_arg and cwd_arg name the
- * program and directory. Returns the pid (>= 0, *pidfd set) or -1 with a Python error set. */
+ * program and directory. Returns the pid (>= 0, *pidfd set) or -1 with a Python error set; then
+ * nothing of it is left (no process, no fd, no cgroup made for it). */
 static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObject *cwd_arg,
-                  struct child *c, int cgroup_fd, int *pidfd) {
+                  struct child *c, int cgroup_fd, int *pidfd, struct around *x) {
     PyObject *path_o = NULL, *cwd_o = NULL, *argv_keep = NULL, *envp_keep = NULL;
     char **argv = NULL, **envp = NULL;
     long pid = -1;
@@ -225,6 +239,21 @@ static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObje
     /* The child's stack: this frame, idle until the child has exec'd or exited (CLONE_VFORK). */
     _Alignas(16) char stack[CHILD_STACK];
     struct clone_args_ ca;
+    long got;
+    int watched = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int own_cgroup_fd = -1;
+    if (x && x->cgroup) {
+        if (mkdir(x->cgroup, 0755) < 0) {
+            x->cgroup_err = errno;
+        } else if ((own_cgroup_fd = open(x->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+            x->cgroup_err = errno;
+            rmdir(x->cgroup);
+        } else {
+            x->made = 1;
+        }
+        cgroup_fd = own_cgroup_fd;
+    }
     memset(&ca, 0, sizeof ca);
     ca.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD_;
     ca.pidfd = (uint64_t)(uintptr_t)pidfd;
@@ -237,15 +266,28 @@ static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObje
         ca.cgroup = (uint64_t)cgroup_fd;
         size = CLONE_ARGS_SIZE_VER2;
     }
-
-    long got;
-    Py_BEGIN_ALLOW_THREADS
     /* No signal handler may run in the child before it has reset them; the child unblocks. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     got = clone3_call(&ca, size, child_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (own_cgroup_fd >= 0)
+        close(own_cgroup_fd);
+    if (got >= 0 && !c->err && x) {
+        x->start_time = start_time(got);
+        if (x->epfd >= 0) {
+            /* The pipes first, the pidfd last: the monitor reaps only once both pipes are in. */
+            int order[3] = {x->watch[0], x->watch[1], *pidfd};
+            for (; watched < 3; watched++) {
+                struct epoll_event ev = {.events = EPOLLIN, .data = {.fd = order[watched]}};
+                if (epoll_ctl(x->epfd, EPOLL_CTL_ADD, order[watched], &ev) < 0) {
+                    x->epoll_err = errno;
+                    break;
+                }
+            }
+        }
+    }
     Py_END_ALLOW_THREADS
 
     if (got < 0) {
@@ -260,18 +302,28 @@ static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObje
         }
         goto done;
     }
-    if (c->err) {
-        /* It failed before exec and has exited: reap it, then raise what Popen would. */
+    if (c->err || (x && x->epoll_err)) {
+        /* It failed before exec and has exited, or (short of ENOMEM, never) it cannot be
+         * watched: end and reap it, then raise what Popen would. */
         int status;
+        if (!c->err)
+            kill((pid_t)got, SIGKILL);
         while (waitpid((pid_t)got, &status, 0) < 0 && errno == EINTR)
             ;
-        close(*pidfd);
-        errno = c->err;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c->in_chdir ? cwd_arg : path_arg);
+        close(*pidfd);  /* closing it (and the pipes, by the caller) takes them out of epoll */
+        if (c->err) {
+            errno = c->err;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c->in_chdir ? cwd_arg : path_arg);
+        } else {
+            errno = x->epoll_err;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
         goto done;
     }
     pid = got;
 done:
+    if (pid < 0 && x && x->made)
+        rmdir(x->cgroup);  /* empty: its only process, if any, is reaped */
     PyMem_Free(argv);
     PyMem_Free(envp);
     Py_XDECREF(argv_keep);
@@ -290,7 +342,7 @@ static PyObject *spawn(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOiiii:spawn", &path_arg, &argv_o, &envp_o, &cwd_arg,
                           &c.fds[0], &c.fds[1], &c.fds[2], &cgroup_fd))
         return NULL;
-    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd);
+    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd, NULL);
     return pid < 0 ? NULL : Py_BuildValue("(li)", pid, pidfd);
 }
 
@@ -322,19 +374,23 @@ static long long start_time(long pid) {
     return end == p ? -1 : ticks;
 }
 
-/* spawn() with the job's stdout and stderr made here as pipes, their read ends non-blocking, and
- * its cgroup given by path; then, when epfd >= 0, its pidfd and pipes added to that epoll set
- * (EPOLLIN, the fd as data), and its start time read. One call, two short holds of the GIL and
- * one release, where the same steps from Python are fifteen system calls that each hand the GIL
- * over to whichever thread waits for it. */
+/* spawn() with the job's stdout and stderr made here as pipes, their read ends non-blocking; its
+ * cgroup made here (make_cgroup) or given by path; then, when epfd >= 0, its pipes and pidfd
+ * added to that epoll set (EPOLLIN, the fd as data), and its start time read. One call and one
+ * release of the GIL, where the same steps from Python are twenty system calls that each hand
+ * the GIL over to whichever thread waits for it. */
 static PyObject *spawn_piped(PyObject *self, PyObject *args) {
     PyObject *path_arg, *cwd_arg, *argv_o, *envp_o, *cgroup_arg, *cgroup_o = NULL, *result = NULL;
     struct child c;
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, cgroup_fd = -1, pidfd = -1, epfd = -1;
+    struct around x;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, cgroup_fd = -1, pidfd = -1, make_cgroup = 0;
 
     memset(&c, 0, sizeof c);
-    if (!PyArg_ParseTuple(args, "OOOOiO|i:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
-                          &c.fds[0], &cgroup_arg, &epfd))
+    memset(&x, 0, sizeof x);
+    x.epfd = -1;
+    x.start_time = -1;
+    if (!PyArg_ParseTuple(args, "OOOOiO|ip:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &cgroup_arg, &x.epfd, &make_cgroup))
         return NULL;
     if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o))
         return NULL;
@@ -343,45 +399,35 @@ static PyObject *spawn_piped(PyObject *self, PyObject *args) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
-    if (cgroup_o &&
+    if (cgroup_o && make_cgroup) {
+        x.cgroup = PyBytes_AS_STRING(cgroup_o);
+    } else if (cgroup_o &&
         (cgroup_fd = open(PyBytes_AS_STRING(cgroup_o), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, cgroup_arg);
         goto done;
     }
     c.fds[1] = out[1];
     c.fds[2] = err[1];
-    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd);
+    x.watch[0] = out[0];
+    x.watch[1] = err[0];
+    long pid = start(path_arg, argv_o, envp_o, cwd_arg, &c, cgroup_fd, &pidfd, &x);
     if (pid >= 0) {
-        long long ticks;
-        int watched = 0;
-        Py_BEGIN_ALLOW_THREADS
-        ticks = start_time(pid);
-        if (epfd >= 0) {
-            /* The pipes first, the pidfd last: the monitor reaps only once both pipes are in. */
-            int order[3] = {out[0], err[0], pidfd};
-            for (; watched < 3; watched++) {
-                struct epoll_event ev = {.events = EPOLLIN, .data = {.fd = order[watched]}};
-                if (epoll_ctl(epfd, EPOLL_CTL_ADD, order[watched], &ev) < 0)
-                    break;
-            }
-        }
-        Py_END_ALLOW_THREADS
-        if (epfd >= 0 && watched < 3) {
-            /* Cannot happen short of ENOMEM: end the process; closing the fds unwatches them. */
-            PyErr_SetFromErrno(PyExc_OSError);
-            kill((pid_t)pid, SIGKILL);
+        PyObject *ticks = x.start_time < 0 ? (Py_INCREF(Py_None), Py_None)
+                                           : PyLong_FromLongLong(x.start_time);
+        if (ticks)
+            result = Py_BuildValue("(liiiNi)", pid, pidfd, out[0], err[0], ticks, x.cgroup_err);
+        if (result) {
+            out[0] = err[0] = -1;  /* the caller's now */
+        } else {
+            /* Out of memory for the tuple: the caller cannot own it, so end it here. */
             int status;
+            kill((pid_t)pid, SIGKILL);
             while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
                 ;
             close(pidfd);
-            goto done;
+            if (x.made)
+                rmdir(x.cgroup);
         }
-        if (ticks < 0)
-            result = Py_BuildValue("(liiiO)", pid, pidfd, out[0], err[0], Py_None);
-        else
-            result = Py_BuildValue("(liiiL)", pid, pidfd, out[0], err[0], ticks);
-        if (result)
-            out[0] = err[0] = -1;  /* the caller's now */
     }
 done:
     for (int i = 0; i < 2; i++) {
@@ -412,11 +458,13 @@ static PyMethodDef methods[] = {
      "Start path in a new session with the three fds as 0-1-2, nothing else open, and, when\n"
      "cgroup_fd >= 0, inside that cgroup from its first instant."},
     {"spawn_piped", spawn_piped, METH_VARARGS,
-     "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir, epfd=-1)\n"
-     "    -> (pid, pidfd, stdout_r, stderr_r, start_time)\n\n"
+     "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir, epfd=-1, make_cgroup=False)\n"
+     "    -> (pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)\n\n"
      "spawn() with stdout and stderr as new pipes (their read ends returned, non-blocking), the\n"
-     "cgroup given by its directory (None: none), the pidfd and read ends added to the epoll set\n"
-     "epfd (when >= 0) and the process's start time in clock ticks (None if unreadable)."},
+     "cgroup given by its directory (None: none; made here with make_cgroup, and when that fails\n"
+     "the job starts without it and cgroup_errno says why), the pidfd and read ends added to the\n"
+     "epoll set epfd (when >= 0) and the process's start time in clock ticks (None if\n"
+     "unreadable). When it raises, nothing of the start is left."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

@@ -8,6 +8,7 @@ the runner falls back to the process group.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -125,7 +126,16 @@ class CgroupRoot:
         try:
             path.mkdir()
         except OSError as e:
-            log.warning("cannot make cgroup %s (%s); using the process group only", path, e)
+            return self.made(name, e.errno or errno.EIO)
+        return Cgroup(path)
+
+    def made(self, name: str, error: int) -> Optional[Cgroup]:
+        """The cgroup ``name`` as its maker (``create``, or the native spawn) left it: made
+        (``error`` 0), or not, said once per start, and then the job has its process group only."""
+        path = self.path / name
+        if error:
+            log.warning("cannot make cgroup %s (%s); using the process group only", path,
+                        os.strerror(error))
             return None
         return Cgroup(path)
 

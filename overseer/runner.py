@@ -70,37 +70,41 @@ class ProcessMonitor:
     def start(self, argv: list[str], cwd: str, env: dict, name: str,
               on_output: Callable[[str, bytes], None],
               on_exit: Callable[[ExitStatus], None]) -> Process:
-        """Start ``argv`` in its own session; raise OSError when it cannot start."""
-        cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
-        try:
-            started = None
-            if self.native_spawn and spawn.available():
-                try:
-                    started = self._spawn_native(argv, cwd, env, cgroup)
-                except spawn.Unsupported:
-                    pass  # logged once by spawn(); Popen from now on
-            if started is None:
+        """Start ``argv`` in its own session, in a cgroup ``name`` of its own where there is a
+        cgroup root; raise OSError when it cannot start, and then nothing of it is left."""
+        started = None
+        if self.native_spawn and spawn.available():
+            try:
+                started = self._spawn_native(argv, cwd, env, name)
+            except spawn.Unsupported:
+                pass  # logged once by spawn(); Popen from now on
+        if started is None:
+            cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
+            try:
                 started = self._spawn_popen(argv, cwd, env, cgroup)
-        except BaseException:
-            if cgroup:
-                cgroup.remove()
-            raise
+            except BaseException:
+                if cgroup:
+                    cgroup.remove()
+                raise
         proc, pidfd, pipes, in_epoll = started
         self._register(_Watch(proc, pidfd, pipes, on_output, on_exit), in_epoll)
         return proc
 
     def _spawn_native(self, argv: list[str], cwd: str, env: dict,
-                      cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict, bool]:
-        """clone3: born in its cgroup, with its pidfd and its pipes, in one call that also adds
-        them to the epoll set and reads the start time; argv runs as it is (no ``entering``),
-        and exec itself reports a script that cannot run."""
+                      name: str) -> tuple[Process, int, dict, bool]:
+        """clone3: born in its cgroup, with its pidfd and its pipes, in one call that also makes
+        the cgroup, adds the fds to the epoll set and reads the start time; argv runs as it is
+        (no ``entering``), and exec itself reports a script that cannot run."""
+        root = self.cgroup_root
         try:
-            pid, pidfd, out_r, err_r, start_time = spawn.spawn_piped(
-                argv, cwd, env, self._devnull, cgroup.path if cgroup else None, self._ep.fileno())
+            pid, pidfd, out_r, err_r, start_time, cgroup_error = spawn.spawn_piped(
+                argv, cwd, env, self._devnull, root.path / name if root else None, self._ep.fileno(),
+                make_cgroup=True)
         except FileNotFoundError as e:
             if e.filename == argv[0] and os.path.exists(argv[0]):
                 check_executable(argv[0])  # it is there: its #! interpreter is not; say so
             raise
+        cgroup = root.made(name, cgroup_error) if root else None
         proc = Process(pid, cgroup, joined=True, start_time=start_time)
         return proc, pidfd, {out_r: "stdout", err_r: "stderr"}, True
 

@@ -55,15 +55,17 @@ def spawn(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: i
 
 
 def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: int,
-                cgroup_dir: Optional[os.PathLike],
-                epfd: int = -1) -> tuple[int, int, int, int, Optional[int]]:
+                cgroup_dir: Optional[os.PathLike], epfd: int = -1,
+                make_cgroup: bool = False) -> tuple[int, int, int, int, Optional[int], int]:
     """``spawn`` with the job's stdout and stderr made as pipes in the same call, and the cgroup
-    given by its directory: ``(pid, pidfd, stdout_r, stderr_r, start_time)``, the read ends
-    non-blocking and close-on-exec, ``start_time`` as ``job_process.process_start_time`` gives it.
-    With ``epfd``, the two read ends and then the pidfd are in that epoll set (``EPOLLIN``, the fd
-    as its data) when it returns."""
+    given by its directory: ``(pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)``, the
+    read ends non-blocking and close-on-exec, ``start_time`` as ``job_process.process_start_time``
+    gives it. With ``epfd``, the two read ends and then the pidfd are in that epoll set
+    (``EPOLLIN``, the fd as its data) when it returns. With ``make_cgroup`` the cgroup is made
+    first; when that fails the job starts without it and ``cgroup_errno`` says why (else 0).
+    When it raises, nothing of the start is left: no process, no fd, no cgroup it made."""
     return _call(_spawn.spawn_piped if _built else None, argv, env, cwd, stdin,
-                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd)
+                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd, make_cgroup)
 
 
 def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds) -> tuple:

@@ -333,8 +333,9 @@ def test_spawn_piped_watches_its_fds_and_reads_its_start_time():
     ep = select.epoll()
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pid, pidfd, out_r, err_r, started = spawn.spawn_piped(
+        pid, pidfd, out_r, err_r, started, cgroup_error = spawn.spawn_piped(
             ["/bin/sh", "-c", "echo out; echo err >&2; read x"], "/", ENV, devnull, None, ep.fileno())
+        assert cgroup_error == 0
         try:
             assert started == process_start_time(pid) and isinstance(started, int)
             seen: set = set()
@@ -352,6 +353,40 @@ def test_spawn_piped_watches_its_fds_and_reads_its_start_time():
     finally:
         os.close(devnull)
         ep.close()
+
+
+@pytest.mark.skipif(not spawn.available(), reason="no native spawn here")
+def test_spawn_piped_makes_the_cgroup_and_leaves_nothing_when_the_start_fails(tmp_path):
+    """make_cgroup: the cgroup is made and the job born in it; one that cannot be made is said
+    (its errno) and the job runs without it; a start that fails removes the cgroup it made."""
+    m = ProcessMonitor(native_spawn=True)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if m.cgroup_root is None:
+            pytest.skip("no writable cgroup2 hierarchy here")
+        made = m.cgroup_root.path / f"spawn-test-made-{os.getpid()}"
+        pid, pidfd, out_r, err_r, _, error = spawn.spawn_piped(
+            ["/bin/sh", "-c", "cat /proc/self/cgroup"], "/", ENV, devnull, made, -1, True)
+        os.waitpid(pid, 0)
+        assert error == 0 and os.read(out_r, 4096).decode().strip().endswith("/" + made.name)
+        for fd in (pidfd, out_r, err_r):
+            os.close(fd)
+        made.rmdir()
+
+        nowhere = m.cgroup_root.path / "no-such-parent" / "x"
+        pid, pidfd, out_r, err_r, _, error = spawn.spawn_piped(
+            ["/bin/sh", "-c", "echo ran"], "/", ENV, devnull, nowhere, -1, True)
+        os.waitpid(pid, 0)
+        assert error == errno.ENOENT and os.read(out_r, 100) == b"ran\n"
+        for fd in (pidfd, out_r, err_r):
+            os.close(fd)
+
+        with pytest.raises(FileNotFoundError):
+            spawn.spawn_piped([str(tmp_path / "missing")], "/", ENV, devnull, made, -1, True)
+        assert not made.exists()  # made for the start, removed with it
+    finally:
+        os.close(devnull)
+        m.stop()
 
 
 NO_CLONE3 = r"""
