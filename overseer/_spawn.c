@@ -441,6 +441,58 @@ done:
     Py_XDECREF(cgroup_o);
     return result;
 }
+
+/* unwatch(epfd, fd): take fd out of the epoll set and close it, in one release of the GIL. */
+static PyObject *unwatch(PyObject *self, PyObject *args) {
+    int epfd, fd, rc;
+    if (!PyArg_ParseTuple(args, "ii:unwatch", &epfd, &fd))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);  /* ENOENT: never watched; close is what counts */
+    rc = close(fd);
+    Py_END_ALLOW_THREADS
+    if (rc < 0 && errno != EINTR)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* reap(pid, pidfd, epfd, cgroup_dir) -> None while pid has not ended, else (wait status,
+ * cgroup removed). Once it ended: the pidfd is out of the epoll set and closed, the cgroup (if
+ * any) removed when empty, and, when it was, the process group killed (nothing can be left in
+ * it but a process that left the cgroup). All in one release of the GIL. */
+static PyObject *reap(PyObject *self, PyObject *args) {
+    long pid;
+    int pidfd, epfd, status = 0, removed = 0;
+    PyObject *cgroup_arg, *cgroup_o = NULL;
+    pid_t got;
+    if (!PyArg_ParseTuple(args, "liiO:reap", &pid, &pidfd, &epfd, &cgroup_arg))
+        return NULL;
+    if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o))
+        return NULL;
+    const char *cgroup = cgroup_o ? PyBytes_AS_STRING(cgroup_o) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = waitpid((pid_t)pid, &status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {  /* ECHILD: reaped already; it has ended */
+        got = (pid_t)pid;
+        status = 0;
+    }
+    if (got != 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, pidfd, NULL);
+        close(pidfd);
+        if (cgroup) {
+            removed = rmdir(cgroup) == 0 || errno == ENOENT;
+            if (removed)
+                kill(-(pid_t)pid, SIGKILL);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(cgroup_o);
+    if (got == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(iO)", status, cgroup ? (removed ? Py_True : Py_False) : Py_None);
+}
 #endif /* NATIVE */
 
 static PyObject *available(PyObject *self, PyObject *unused) {
@@ -465,6 +517,13 @@ static PyMethodDef methods[] = {
      "the job starts without it and cgroup_errno says why), the pidfd and read ends added to the\n"
      "epoll set epfd (when >= 0) and the process's start time in clock ticks (None if\n"
      "unreadable). When it raises, nothing of the start is left."},
+    {"unwatch", unwatch, METH_VARARGS,
+     "unwatch(epfd, fd): take fd out of the epoll set epfd and close it."},
+    {"reap", reap, METH_VARARGS,
+     "reap(pid, pidfd, epfd, cgroup_dir) -> None while pid runs, else (wait_status, removed)\n\n"
+     "Reap pid (WNOHANG); once it ended, unwatch and close its pidfd, remove its cgroup when\n"
+     "empty (removed: True, False while processes are left, None without a cgroup) and then\n"
+     "kill its process group."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

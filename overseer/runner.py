@@ -143,13 +143,10 @@ class ProcessMonitor:
 
     def _unwatch(self, fd: int) -> None:
         """Stop watching ``fd`` and close it (monitor thread only: no fd number is reused while
-        an event of this batch may still name it)."""
-        try:
-            self._ep.unregister(fd)
-        except FileNotFoundError:  # pragma: no cover - a watch never registered: nothing to undo
-            log.debug("fd %d was not watched", fd)
+        an event of this batch may still name it). Its name goes first: until it is closed no
+        other start can get its number, so the name taken is this watch's."""
         del self._fds[fd]
-        os.close(fd)
+        spawn.unwatch(self._ep, fd)
 
     # -- timers ------------------------------------------------------------------------------
     def call_at(self, when: float, fn: Callable[[], None]) -> int:
@@ -254,14 +251,14 @@ class ProcessMonitor:
         del watch.pipes[fd]
 
     def _reap(self, watch: _Watch) -> None:
-        try:
-            pid, status = os.waitpid(watch.proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = watch.proc.pid, 0
-        if pid == 0:
-            return  # stopped or continued, not ended
-        self._unwatch(watch.pidfd)
-        watch.proc.reaped()
+        proc = watch.proc
+        entry = self._fds.pop(watch.pidfd)  # named no more before it is closed (see _unwatch)
+        got = spawn.reap(proc.pid, watch.pidfd, self._ep, proc.cgroup.path if proc.cgroup else None)
+        if got is None:
+            self._fds[watch.pidfd] = entry  # stopped or continued, not ended: still open, watched
+            return
+        status, emptied = got
+        proc.reaped()
         if os.WIFSIGNALED(status):
             exit_status = ExitStatus(None, signal_name(os.WTERMSIG(status)))
         else:
@@ -273,8 +270,8 @@ class ProcessMonitor:
             for _ in range(64):  # bounded: a leftover child may write without end
                 if fd not in watch.pipes or not self._read_available(watch, fd):
                     break
-        if not watch.proc.kill_remaining():
-            self._release_later(watch.proc, 1)
+        if not emptied and not proc.kill_remaining():  # its cgroup was empty: nothing is left
+            self._release_later(proc, 1)
         for fd in list(watch.pipes):
             while fd in watch.pipes and self._read_available(watch, fd):
                 pass

@@ -15,7 +15,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import shutil
+import signal
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -84,3 +86,51 @@ def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds
             log.info("clone3 into a cgroup is not available here (%s); starting jobs with subprocess",
                      e.strerror)
         raise
+
+
+
+def unwatch(ep: select.epoll, fd: int) -> None:
+    """Take ``fd`` out of ``ep`` and close it: one release of the GIL where the extension is
+    built, two system calls from Python elsewhere."""
+    if _built:
+        _spawn.unwatch(ep.fileno(), fd)
+        return
+    try:
+        ep.unregister(fd)
+    except FileNotFoundError:  # never watched: closing is what counts
+        pass
+    os.close(fd)
+
+
+def reap(pid: int, pidfd: int, ep: select.epoll,
+         cgroup_dir: Optional[os.PathLike]) -> Optional[tuple[int, Optional[bool]]]:
+    """None while ``pid`` has not ended; else ``(wait status, cgroup removed)``. Once it ended
+    its pidfd is out of ``ep`` and closed, its cgroup (if any) removed when empty (``removed``:
+    True; False while processes are left in it; None without a cgroup), and then, when removed,
+    its process group killed (only a process that left the cgroup can be in it). One release of
+    the GIL where the extension is built, up to five system calls from Python elsewhere."""
+    cgroup = None if cgroup_dir is None else os.fspath(cgroup_dir)
+    if _built:
+        return _spawn.reap(pid, pidfd, ep.fileno(), cgroup)
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already: it has ended
+        got, status = pid, 0
+    if got == 0:
+        return None
+    unwatch(ep, pidfd)
+    removed = None
+    if cgroup is not None:
+        try:
+            os.rmdir(cgroup)
+            removed = True
+        except FileNotFoundError:
+            removed = True
+        except OSError:
+            removed = False
+        if removed:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return status, removed

@@ -28,13 +28,16 @@ ENV = {b"PATH": b"/usr/bin:/bin", b"LANG": b"C"}
 _names = iter(range(1 << 30))
 
 
-@pytest.fixture(params=["native", "popen"])
+@pytest.fixture(params=["native", "popen", "unbuilt"])
 def monitor(request, monkeypatch):
-    """A ProcessMonitor (with a cgroup per job where it can make one) on one spawn path."""
+    """A ProcessMonitor (with a cgroup per job where it can make one) on one spawn path:
+    "unbuilt" is a machine without the extension (Popen, and reaping from Python)."""
     if request.param == "native" and not spawn.built():
         pytest.skip("overseer._spawn is not built here")
     monkeypatch.delenv("OVERSEER_NO_CGROUPS", raising=False)
     monkeypatch.delenv("OVERSEER_NO_NATIVE_SPAWN", raising=False)
+    if request.param == "unbuilt":
+        monkeypatch.setattr(spawn, "_built", False)
     m = ProcessMonitor(native_spawn=request.param == "native")
     m.kind = request.param
     try:
@@ -263,7 +266,7 @@ def test_a_script_whose_interpreter_is_missing(monitor, tmp_path):
 
 
 def test_a_command_name_is_searched_in_the_jobs_path(monitor, tmp_path):
-    if monitor.kind == "popen" and monitor.cgroup_root:
+    if monitor.kind != "native" and monitor.cgroup_root:
         pytest.skip("the Popen path's cgroup wrapper takes paths only (as every job gives)")
     (tmp_path / "hello").write_text("#!/bin/sh\necho found in the PATH given\n")
     (tmp_path / "hello").chmod(0o755)
