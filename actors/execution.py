@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pykka
 
 from overseer import executions as ex
-from overseer import render
+from overseer import render, tokens
 from overseer.exceptions import Conflict
 from overseer.job_process import ExitStatus, Process
 from overseer.jobs import Job
@@ -97,7 +96,7 @@ class Execution(PooledActor):
         self.record = record
         self.proc: Optional[Process] = None
         self.state = "queued"
-        self.token = secrets.token_urlsafe(24)
+        self.token = tokens.token()
         self.tmpdir: Optional[str] = None
         self.timed_out = False
         self.terminating = False
