@@ -493,6 +493,29 @@ static PyObject *reap(PyObject *self, PyObject *args) {
         Py_RETURN_NONE;
     return Py_BuildValue("(iO)", status, cgroup ? (removed ? Py_True : Py_False) : Py_None);
 }
+
+/* mkdirs(paths, mode) -> (made, errno): make the directories in order, in one release of the
+ * GIL, stopping at the first that fails; made counts those made, errno is that failure's (0). */
+static PyObject *mkdirs(PyObject *self, PyObject *args) {
+    PyObject *paths_o, *keep = NULL;
+    int mode, made = 0, error = 0;
+    if (!PyArg_ParseTuple(args, "Oi:mkdirs", &paths_o, &mode))
+        return NULL;
+    char **paths = c_array(paths_o, "paths must be a sequence", &keep);
+    if (!paths)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    for (; paths[made]; made++) {
+        if (mkdir(paths[made], (mode_t)mode) < 0) {
+            error = errno;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(paths);
+    Py_XDECREF(keep);
+    return Py_BuildValue("(ii)", made, error);
+}
 #endif /* NATIVE */
 
 static PyObject *available(PyObject *self, PyObject *unused) {
@@ -524,6 +547,8 @@ static PyMethodDef methods[] = {
      "Reap pid (WNOHANG); once it ended, unwatch and close its pidfd, remove its cgroup when\n"
      "empty (removed: True, False while processes are left, None without a cgroup) and then\n"
      "kill its process group."},
+    {"mkdirs", mkdirs, METH_VARARGS,
+     "mkdirs(paths, mode) -> (made, errno): mkdir each in order until one fails."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

@@ -26,8 +26,11 @@ class ReadyPool(Generic[T]):
     reaches the caller."""
 
     def __init__(self, make: Callable[[], T], size: int, name: str,
-                 dispose: Optional[Callable[[T], None]] = None):
-        self._make, self._size, self._dispose = make, size, dispose
+                 dispose: Optional[Callable[[T], None]] = None,
+                 make_many: Optional[Callable[[int], list[T]]] = None):
+        """``make_many(n)``, when given, makes up to ``n`` at once for a refill (fewer when it
+        could not make them all: it says why itself)."""
+        self._make, self._size, self._dispose, self._make_many = make, size, dispose, make_many
         self._items: deque = deque()
         self._wake = threading.Event()
         self._closed = False
@@ -71,7 +74,14 @@ class ReadyPool(Generic[T]):
             self._wake.clear()
             while not self._closed and len(self._items) < self._size:
                 try:
-                    self._items.append(self._make())
+                    if self._make_many is not None:
+                        need = self._size - len(self._items)
+                        made = self._make_many(need)
+                        self._items.extend(made)
+                        if len(made) < need:
+                            break  # make_many said why; the next take makes its own
+                    else:
+                        self._items.append(self._make())
                 except Exception as e:  # the next take makes its own and tells why
                     log.warning("%s: cannot make one ahead: %s", self._thread.name, e)
                     break

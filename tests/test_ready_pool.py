@@ -48,3 +48,23 @@ def test_an_empty_pool_makes_one_at_once_and_a_failure_reaches_the_taker():
         assert pool.take() in (3, 4)  # made now, or by the refill the empty pool asked for
     finally:
         pool.close()
+
+
+def test_a_refill_makes_many_at_once_and_stops_when_fewer_came():
+    calls = []
+
+    def make_many(n):
+        calls.append(n)
+        return [f"m{len(calls)}-{i}" for i in range(n if len(calls) == 1 else n - 1)]
+    pool = ReadyPool(Maker(), 4, "test-ready", make_many=make_many)
+    try:
+        wait_for(lambda: len(pool._items) == 4, 10, "the pool filled")
+        assert calls == [4]  # one call for the whole refill
+        for _ in range(3):
+            pool.take()
+        pool.top_up()
+        wait_for(lambda: len(calls) == 2, 10, "refilled")
+        wait_for(lambda: len(pool._items) == 3, 10, "the two made")
+        assert calls == [4, 3]  # it made fewer than asked: no second try until the next wake
+    finally:
+        pool.close()

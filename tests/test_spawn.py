@@ -274,6 +274,18 @@ def test_a_command_name_is_searched_in_the_jobs_path(monitor, tmp_path):
     assert (r.status, r.stdout) == (ExitStatus(0, None), b"found in the PATH given\n")
 
 
+@pytest.mark.parametrize("built", [True, False])
+def test_mkdirs_makes_in_order_and_stops_at_the_first_failure(tmp_path, monkeypatch, built):
+    if built and not spawn.built():
+        pytest.skip("overseer._spawn is not built here")
+    monkeypatch.setattr(spawn, "_built", built)
+    paths = [str(tmp_path / "a"), str(tmp_path / "missing" / "b"), str(tmp_path / "c")]
+    assert spawn.mkdirs(paths, 0o700) == (1, errno.ENOENT)
+    assert (tmp_path / "a").is_dir() and not (tmp_path / "c").exists()
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o700
+    assert spawn.mkdirs([str(tmp_path / "c"), str(tmp_path / "d")], 0o700) == (2, 0)
+
+
 # -- many at once ------------------------------------------------------------------------------
 def test_concurrent_starts(monitor):
     runs: list[Run] = []
