@@ -17,10 +17,12 @@ of the pool's threads, so the pool is sized for that.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import sys
 import threading
+import uuid
 from collections import deque
 from typing import Any, Callable, ClassVar, Optional
 
@@ -30,6 +32,10 @@ from pykka import ActorRegistry
 log = logging.getLogger(__name__)
 
 BATCH = 16  # messages one actor handles before the next actor gets the thread
+# Actor URNs: UUIDs (version 4 in form) counted up from one random start, unique in this process;
+# Pykka's own uuid4() per actor reads the kernel's random source, one GIL hand-over per run.
+_URN_BASE = uuid.uuid4().int
+_URN_SEQ = itertools.count()
 
 
 class ActorPool:
@@ -106,6 +112,14 @@ class PooledActor(pykka.Actor):
     """A Pykka actor whose messages run on ``pool`` (set by each subclass)."""
 
     pool: ClassVar[ActorPool]
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """What ``pykka.Actor.__init__`` sets (tests/test_pool.py checks it is all), with a URN
+        that costs no system call."""
+        self.actor_urn = uuid.UUID(int=(_URN_BASE + next(_URN_SEQ)) % (1 << 128), version=4).urn
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = threading.Event()
+        self._actor_ref = pykka.ActorRef(self)
 
     @staticmethod
     def _create_actor_inbox() -> _Mailbox:

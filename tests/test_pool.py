@@ -119,3 +119,14 @@ def test_stop_answers_what_was_queued_behind_it():
     stopped.get(timeout=10)
     with pytest.raises(pykka.ActorDeadError):
         later.get(timeout=10)
+
+
+def test_a_pooled_actor_has_every_field_pykka_gives_an_actor_and_a_unique_urn():
+    """PooledActor sets the fields of pykka.Actor.__init__ itself (a URN without a system call):
+    a Pykka upgrade that adds one shows here."""
+    plain = pykka.ThreadingActor()
+    mine = [Recorder([]) for _ in range(3)]
+    assert set(vars(plain)) <= set(vars(mine[0]))
+    urns = [a.actor_urn for a in mine]
+    assert len(set(urns)) == 3 and all(u.startswith("urn:uuid:") for u in urns)
+    assert isinstance(mine[0].actor_ref, pykka.ActorRef) and mine[0].actor_ref.actor_urn == urns[0]
