@@ -17,6 +17,7 @@ import heapq
 import itertools
 import logging
 import os
+import resource
 import select
 import subprocess
 import threading
@@ -43,6 +44,21 @@ class _Watch:
         self.exited = False
 
 
+PARK_AT = 8192  # running jobs' pipes and pidfds live from this fd number up (see park_fds_at)
+
+
+def park_fds_at() -> int:
+    """Where the native spawn moves running jobs' fds: PARK_AT, or a quarter of the open-file
+    limit when that is lower (the server raises the limit to the hard one first; below 4,096 they
+    are not moved). Kept apart from the server's own fds, they leave the low numbers to the next
+    start's pipes, and a new job, born sharing the fd table, copies only the fds below its pipes.
+    Not higher: every other fork (git, the Popen path) copies the table up to its highest fd."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return PARK_AT
+    return min(PARK_AT, soft // 4) if soft >= 4096 else 0
+
+
 class ProcessMonitor:
     """The one thread that pumps every pipe, reaps every process and runs the timers."""
 
@@ -58,6 +74,7 @@ class ProcessMonitor:
         self._cancelled: set = set()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # every job's stdin
+        self._park_at = park_fds_at()
         self._ep.register(self._wake_r, select.EPOLLIN)
         self._stop = False
         self.native_spawn = native_spawn  # when spawn.available(); else Popen
@@ -99,7 +116,7 @@ class ProcessMonitor:
         try:
             pid, pidfd, out_r, err_r, start_time, cgroup_error = spawn.spawn_piped(
                 argv, cwd, env, self._devnull, root.path / name if root else None, self._ep.fileno(),
-                make_cgroup=True)
+                make_cgroup=True, park_at=self._park_at)
         except FileNotFoundError as e:
             if e.filename == argv[0] and os.path.exists(argv[0]):
                 check_executable(argv[0])  # it is there: its #! interpreter is not; say so

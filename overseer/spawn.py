@@ -57,17 +57,20 @@ def spawn(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: i
 
 
 def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: int,
-                cgroup_dir: Optional[os.PathLike], epfd: int = -1,
-                make_cgroup: bool = False) -> tuple[int, int, int, int, Optional[int], int]:
+                cgroup_dir: Optional[os.PathLike], epfd: int = -1, make_cgroup: bool = False,
+                park_at: int = 0) -> tuple[int, int, int, int, Optional[int], int]:
     """``spawn`` with the job's stdout and stderr made as pipes in the same call, and the cgroup
     given by its directory: ``(pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)``, the
     read ends non-blocking and close-on-exec, ``start_time`` as ``job_process.process_start_time``
     gives it. With ``epfd``, the two read ends and then the pidfd are in that epoll set
     (``EPOLLIN``, the fd as its data) when it returns. With ``make_cgroup`` the cgroup is made
     first; when that fails the job starts without it and ``cgroup_errno`` says why (else 0).
+    With ``park_at``, the read ends and the pidfd handed back are the lowest free fds from that
+    number up: the low numbers stay free for the next start's pipes, and the child, born sharing
+    the server's fd table, copies only the fds below its own three (not three per running job).
     When it raises, nothing of the start is left: no process, no fd, no cgroup it made."""
     return _call(_spawn.spawn_piped if _built else None, argv, env, cwd, stdin,
-                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd, make_cgroup)
+                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd, make_cgroup, park_at)
 
 
 def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds) -> tuple:

@@ -183,6 +183,36 @@ def test_no_fd_leaks_into_the_job(monitor):
     assert sorted(r.stdout.split()) == [b"0", b"1", b"2", b"3"]  # 3: the directory ls reads
 
 
+def test_running_jobs_fds_are_parked_high_and_none_reaches_a_new_job(monitor):
+    """With jobs running, their pipes and pidfds sit from runner.park_fds_at() up (native path,
+    where the open-file limit allows), and a job started meanwhile, born sharing the fd table, still
+    sees only 0-2 of it: not the server's fds, not the running jobs' ones, even inheritable ones."""
+    import resource
+
+    from overseer import runner
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # as the server does at start
+    monitor._park_at = runner.park_fds_at()
+    leak = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(leak, True)
+    sleepers = [Run(monitor, ["/bin/sleep", "30"]) for _ in range(20)]
+    try:
+        r = run(monitor, ["/bin/ls", "/proc/self/fd"])
+        assert sorted(r.stdout.split()) == [b"0", b"1", b"2", b"3"]
+        if monitor.kind == "native" and monitor._park_at:
+            for s in sleepers:
+                fds = [fd for fd, (w, _) in list(monitor._fds.items()) if w.proc is s.proc]
+                assert len(fds) == 3 and all(fd >= monitor._park_at for fd in fds), fds
+    finally:
+        os.close(leak)
+        for s in sleepers:
+            s.proc.signal(signal.SIGKILL)
+        for s in sleepers:
+            s.wait()
+
+
 def test_signal_dispositions_are_the_defaults(monitor):
     old = signal.signal(signal.SIGUSR1, lambda *_: None)  # a Python handler must not survive
     try:
