@@ -483,6 +483,61 @@ def test_without_clone3_the_monitor_falls_back_to_popen(tmp_path):
     assert r.stdout.splitlines() == [line, line]
 
 
+NO_UNSHARE = r"""
+/* Run argv[1..] with close_range(..., CLOSE_RANGE_UNSHARE) failing with EINVAL, as on a kernel
+ * before 5.9; close_range without that flag still works. */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 436, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 22),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+        return 126;
+    execv(argv[1], argv + 1);
+    return 127;
+}
+"""
+
+
+@pytest.mark.skipif(not spawn.built() or not shutil.which("gcc"), reason="needs the extension and gcc")
+def test_without_close_range_unshare_a_job_gets_a_whole_copy_and_still_nothing_leaks(tmp_path):
+    """A kernel that refuses CLOSE_RANGE_UNSHARE: the first child exits before it touches the
+    shared table, the start is made again with a copy, and every later start goes that way."""
+    (tmp_path / "no_unshare.c").write_text(NO_UNSHARE)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "no_unshare"), str(tmp_path / "no_unshare.c")],
+                   check=True, timeout=60)
+    code = """if True:
+        import os
+        from overseer import spawn
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        leak = os.open(os.devnull, os.O_RDONLY)
+        os.set_inheritable(leak, True)
+        for _ in range(2):
+            pid, pidfd, out_r, err_r, _, _ = spawn.spawn_piped(
+                ["/bin/ls", "/proc/self/fd"], "/", {b"PATH": b"/usr/bin:/bin"}, devnull, None)
+            _, status = os.waitpid(pid, 0)
+            os.set_blocking(out_r, True)
+            print(sorted(os.read(out_r, 4096).split()), status)
+            for fd in (pidfd, out_r, err_r):
+                os.close(fd)
+        """
+    r = subprocess.run([str(tmp_path / "no_unshare"), sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    line = "[b'0', b'1', b'2', b'3'] 0"
+    assert r.stdout.splitlines() == [line, line]
+
+
 def test_a_dead_servers_busy_cgroups_are_left_and_reported_in_one_line(caplog):
     from overseer import cgroups
 
