@@ -434,9 +434,9 @@ def test_spawn_piped_makes_the_cgroup_and_leaves_nothing_when_the_start_fails(tm
         m.stop()
 
 
-NO_CLONE3 = r"""
-/* Run argv[1..] with clone3 failing with ENOSYS, as under an older kernel or a container's
- * seccomp profile. The C library then makes its threads with clone, as it does there. */
+SECCOMP_WRAPPER = r"""
+/* Run argv[1..] under a seccomp filter that makes some system calls fail (RULES below), as an
+ * older kernel or a container's seccomp profile would. */
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -445,8 +445,7 @@ NO_CLONE3 = r"""
 int main(int argc, char **argv) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 435, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 38),
+        RULES
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog prog = {sizeof f / sizeof f[0], f};
@@ -456,13 +455,27 @@ int main(int argc, char **argv) {
     return 127;
 }
 """
+# clone3 (435) fails with ENOSYS (38): the C library then makes its threads with clone, as there.
+NO_CLONE3 = """BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 435, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 38),"""
+# close_range (436) with CLOSE_RANGE_UNSHARE (2) fails with EINVAL (22), as before Linux 5.9.
+NO_UNSHARE = """BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 436, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 22),"""
+
+
+def seccomp_wrapper(tmp_path: Path, rules: str) -> str:
+    """A compiled SECCOMP_WRAPPER with ``rules``: the path of a program running its arguments."""
+    source, binary = tmp_path / "wrapper.c", tmp_path / "wrapper"
+    source.write_text(SECCOMP_WRAPPER.replace("RULES", rules))
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True, timeout=60)
+    return str(binary)
 
 
 @pytest.mark.skipif(not spawn.built() or not shutil.which("gcc"), reason="needs the extension and gcc")
 def test_without_clone3_the_monitor_falls_back_to_popen(tmp_path):
-    (tmp_path / "no_clone3.c").write_text(NO_CLONE3)
-    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "no_clone3"), str(tmp_path / "no_clone3.c")],
-                   check=True, timeout=60)
+    wrapper = seccomp_wrapper(tmp_path, NO_CLONE3)
     code = """if True:
         import os, threading
         from overseer import spawn
@@ -476,46 +489,18 @@ def test_without_clone3_the_monitor_falls_back_to_popen(tmp_path):
             print(out, p._popen is not None, spawn.available())
         m.stop()
         """
-    r = subprocess.run([str(tmp_path / "no_clone3"), sys.executable, "-c", code], capture_output=True,
+    r = subprocess.run([wrapper, sys.executable, "-c", code], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     line = "[b'hi\\n', ExitStatus(exit_code=4, signal=None)] True False"
     assert r.stdout.splitlines() == [line, line]
 
 
-NO_UNSHARE = r"""
-/* Run argv[1..] with close_range(..., CLOSE_RANGE_UNSHARE) failing with EINVAL, as on a kernel
- * before 5.9; close_range without that flag still works. */
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 436, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 2, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 22),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
-        return 126;
-    execv(argv[1], argv + 1);
-    return 127;
-}
-"""
-
-
 @pytest.mark.skipif(not spawn.built() or not shutil.which("gcc"), reason="needs the extension and gcc")
 def test_without_close_range_unshare_a_job_gets_a_whole_copy_and_still_nothing_leaks(tmp_path):
     """A kernel that refuses CLOSE_RANGE_UNSHARE: the first child exits before it touches the
     shared table, the start is made again with a copy, and every later start goes that way."""
-    (tmp_path / "no_unshare.c").write_text(NO_UNSHARE)
-    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "no_unshare"), str(tmp_path / "no_unshare.c")],
-                   check=True, timeout=60)
+    wrapper = seccomp_wrapper(tmp_path, NO_UNSHARE)
     code = """if True:
         import os
         from overseer import spawn
@@ -531,7 +516,7 @@ def test_without_close_range_unshare_a_job_gets_a_whole_copy_and_still_nothing_l
             for fd in (pidfd, out_r, err_r):
                 os.close(fd)
         """
-    r = subprocess.run([str(tmp_path / "no_unshare"), sys.executable, "-c", code], capture_output=True,
+    r = subprocess.run([wrapper, sys.executable, "-c", code], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     line = "[b'0', b'1', b'2', b'3'] 0"
