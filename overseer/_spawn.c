@@ -228,6 +228,16 @@ struct around {
     int park_at;           /* > 0: move the pipes and pidfd to the lowest free fds from here */
 };
 
+/* End (kill_it) and reap a child this module started, and close its pidfd. */
+static void end_child(long pid, int pidfd, int kill_it) {
+    int status;
+    if (kill_it)
+        kill((pid_t)pid, SIGKILL);
+    while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    close(pidfd);
+}
+
 /* fd moved to the lowest free number >= at (close-on-exec), or left where it is if it cannot. */
 static int park(int fd, int at) {
     int moved = fcntl(fd, F_DUPFD_CLOEXEC, at);
@@ -310,10 +320,7 @@ static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObje
         if (got < 0 || !c->no_unshare)
             break;
         /* A kernel without CLOSE_RANGE_UNSHARE: the child exited at once; again, with a copy. */
-        int status;
-        while (waitpid((pid_t)got, &status, 0) < 0 && errno == EINTR)
-            ;
-        close(*pidfd);
+        end_child(got, *pidfd, 0);
         share_files = 0;
         c->no_unshare = 0;
     }
@@ -354,13 +361,9 @@ static long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObje
     }
     if (c->err || (x && x->epoll_err)) {
         /* It failed before exec and has exited, or (short of ENOMEM, never) it cannot be
-         * watched: end and reap it, then raise what Popen would. */
-        int status;
-        if (!c->err)
-            kill((pid_t)got, SIGKILL);
-        while (waitpid((pid_t)got, &status, 0) < 0 && errno == EINTR)
-            ;
-        close(*pidfd);  /* closing it (and the pipes, by the caller) takes them out of epoll */
+         * watched: end and reap it, then raise what Popen would. Closing the pidfd (and the
+         * pipes, by the caller) takes them out of epoll. */
+        end_child(got, *pidfd, !c->err);
         if (c->err) {
             errno = c->err;
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, c->in_chdir ? cwd_arg : path_arg);
@@ -472,11 +475,7 @@ static PyObject *spawn_piped(PyObject *self, PyObject *args) {
             out[0] = err[0] = -1;  /* the caller's now */
         } else {
             /* Out of memory for the tuple: the caller cannot own it, so end it here. */
-            int status;
-            kill((pid_t)pid, SIGKILL);
-            while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            close(pidfd);
+            end_child(pid, pidfd, 1);
             if (x.made)
                 rmdir(x.cgroup);
         }

@@ -13,11 +13,9 @@ import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from overseer import cgroups
-
-READ_IT = object()  # Process(start_time=...): not known yet, read it from /proc
 
 
 @dataclass(frozen=True)
@@ -54,10 +52,10 @@ class Process:
     """A started job process: its process group, optional cgroup and pipes."""
 
     def __init__(self, pid: int, cgroup: Optional[cgroups.Cgroup], joined: bool,
-                 popen: Optional[subprocess.Popen] = None, start_time: Any = READ_IT):
+                 start_time: Optional[int], popen: Optional[subprocess.Popen] = None):
         self.pid = pid
         self.pgid = pid  # a new session: the leader of its own group and session
-        self.start_time = process_start_time(pid) if start_time is READ_IT else start_time
+        self.start_time = start_time  # process_start_time(pid), read as the process started
         self.cgroup = cgroup
         # Popen path only: kept until the monitor reaps the process, because a Popen that is
         # collected unfinished goes to subprocess' list of children to reap on its next start.

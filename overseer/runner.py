@@ -25,7 +25,14 @@ import time
 from typing import Callable, Optional
 
 from overseer import cgroups, spawn
-from overseer.job_process import ExitStatus, Process, check_executable, entering, signal_name
+from overseer.job_process import (
+    ExitStatus,
+    Process,
+    check_executable,
+    entering,
+    process_start_time,
+    signal_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ READ_SIZE = 256 * 1024
 
 
 class _Watch:
-    __slots__ = ("proc", "pidfd", "pipes", "on_output", "on_exit", "exited")
+    __slots__ = ("proc", "pidfd", "pipes", "on_output", "on_exit")
 
     def __init__(self, proc, pidfd, pipes, on_output, on_exit):
         self.proc = proc
@@ -41,7 +48,6 @@ class _Watch:
         self.pipes = pipes  # fd -> stream name
         self.on_output = on_output
         self.on_exit = on_exit
-        self.exited = False
 
 
 PARK_AT = 8192  # running jobs' pipes and pidfds live from this fd number up (see park_fds_at)
@@ -103,12 +109,11 @@ class ProcessMonitor:
                 if cgroup:
                     cgroup.remove()
                 raise
-        proc, pidfd, pipes, in_epoll = started
-        self._register(_Watch(proc, pidfd, pipes, on_output, on_exit), in_epoll)
-        return proc
+        self._register(_Watch(*started, on_output, on_exit))
+        return started[0]
 
     def _spawn_native(self, argv: list[str], cwd: str, env: dict,
-                      name: str) -> tuple[Process, int, dict, bool]:
+                      name: str) -> tuple[Process, int, dict]:
         """clone3: born in its cgroup, with its pidfd and its pipes, in one call that also makes
         the cgroup, adds the fds to the epoll set and reads the start time; argv runs as it is
         (no ``entering``), and exec itself reports a script that cannot run."""
@@ -123,16 +128,17 @@ class ProcessMonitor:
             raise
         cgroup = root.made(name, cgroup_error) if root else None
         proc = Process(pid, cgroup, joined=True, start_time=start_time)
-        return proc, pidfd, {out_r: "stdout", err_r: "stderr"}, True
+        return proc, pidfd, {out_r: "stdout", err_r: "stderr"}  # in epoll already
 
     def _spawn_popen(self, argv: list[str], cwd: str, env: dict,
-                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict, bool]:
+                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
         if cgroup is not None:
             argv = entering(cgroup, argv)
         popen = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
-        proc = Process(popen.pid, cgroup, joined=False, popen=popen)
+        proc = Process(popen.pid, cgroup, joined=False, start_time=process_start_time(popen.pid),
+                       popen=popen)
         pipes = {}
         for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             fd = os.dup(f.fileno())
@@ -140,22 +146,21 @@ class ProcessMonitor:
             os.set_blocking(fd, False)
             pipes[fd] = stream
         popen.stdout = popen.stderr = None
-        return proc, os.pidfd_open(proc.pid), pipes, False
+        pidfd = os.pidfd_open(proc.pid)
+        for fd in (*pipes, pidfd):  # pipes first, as the native spawn does (see _register)
+            self._ep.register(fd, select.EPOLLIN)
+        return proc, pidfd, pipes
 
-    def _register(self, watch: _Watch, in_epoll: bool) -> None:
-        """Watch a started process's pipes and pidfd (from any thread), added to epoll here or,
-        ``in_epoll``, by the native spawn already. Each fd is added to epoll
-        before it is named in ``_fds``: an event of an earlier fd of that number, still in the
+    def _register(self, watch: _Watch) -> None:
+        """Name a started process's pipes and pidfd for the monitor (from any thread). The start
+        added them to epoll already, pipes first: each fd is in epoll before it is named in
+        ``_fds``: an event of an earlier fd of that number, still in the
         monitor's hands, then finds no owner, or this watch with its fd already watched (a
         read of it is harmless); an event of the new fd before it is named comes again (epoll is
         level-triggered). The pidfd comes last: the monitor may read a pipe to its end before
         the other is watched, but reaps only after."""
         for fd in list(watch.pipes):  # the monitor may close the first before the second is in
-            if not in_epoll:
-                self._ep.register(fd, select.EPOLLIN)
             self._fds[fd] = (watch, fd)
-        if not in_epoll:
-            self._ep.register(watch.pidfd, select.EPOLLIN)
         self._fds[watch.pidfd] = (watch, None)
 
     def _unwatch(self, fd: int) -> None:
