@@ -4,12 +4,14 @@
 admitted the run (see ``dispatch``: a trigger's HTTP worker, the Scheduler, or
 the actor of the run that just ended), then starts the actor's loop. The
 process is started through the ``ProcessMonitor`` (one thread pumping every
-pipe); from then on this actor's thread handles the run's commands (signals
+pipe); from then on this actor (on the pool's threads, one message at a time) handles the
+run's commands (signals
 from the API, events from the job) and the monitor's notices (exit,
 time-out), so each run's record changes in order.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -76,7 +78,7 @@ class Execution(PooledActor):
         cls._begin_now(ctx, job, record)
 
     @classmethod
-    def _begin_now(cls, ctx: Context, job: Job, record: dict, waited_out: bool = False) -> pykka.ActorRef:
+    def _begin_now(cls, ctx: Context, job: Job, record: dict, waited_out: bool = False) -> None:
         actor = cls(ctx, job, record)
         actor._snapshot_wait = 0.0 if waited_out else None  # waited its time already: no more
         pykka.ActorRegistry.register(actor.actor_ref)
@@ -85,7 +87,6 @@ class Execution(PooledActor):
         except Exception as e:
             actor.on_failure(type(e), e, e.__traceback__)
         actor._start_actor_loop()
-        return actor.actor_ref
 
     def __init__(self, ctx: Context, job: Job, record: dict):
         super().__init__()
@@ -355,20 +356,32 @@ SCRATCH_READY = 16  # TMPDIRs kept made ahead
 def scratch_pool(root: Path) -> ReadyPool[str]:
     """Runs' TMPDIRs, ``root/run-N``, made ahead of need (see ``overseer.ready_pool``). The name
     need not say whose: the run's environment tells the job, and the directory goes when the run
-    ends. A mkdir that fails raises at the start that needed it: the run could not start."""
+    ends. A name that is taken (what the start could not clear of a server before) is passed
+    over. A mkdir that fails otherwise raises at the start that needed it: the run could not
+    start."""
     prefix, numbers = f"{root}/run-", itertools.count(1)
 
     def make() -> str:
-        path = f"{prefix}{next(numbers)}"
-        os.mkdir(path, 0o700)
-        return path
+        while True:
+            path = f"{prefix}{next(numbers)}"
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
 
     def make_many(n: int) -> list[str]:  # a refill: one release of the GIL for all of them
-        paths = [f"{prefix}{next(numbers)}" for _ in range(n)]
-        made, error = spawn.mkdirs(paths, 0o700)
-        if error:
-            log.warning("cannot make %s ahead: %s", paths[made], os.strerror(error))
-        return paths[:made]
+        made_paths: list[str] = []
+        while len(made_paths) < n:
+            paths = [f"{prefix}{next(numbers)}" for _ in range(n - len(made_paths))]
+            made, error = spawn.mkdirs(paths, 0o700)
+            made_paths += paths[:made]
+            if error == errno.EEXIST:
+                continue  # that name is taken: on with the next
+            if error:
+                log.warning("cannot make %s ahead: %s", paths[made], os.strerror(error))
+                break
+        return made_paths
     return ReadyPool(make, SCRATCH_READY, "scratch-dirs", remove_scratch, make_many)
 
 

@@ -27,7 +27,6 @@ from collections import deque
 from typing import Any, Callable, ClassVar, Optional
 
 import pykka
-from pykka import ActorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -173,5 +172,4 @@ class PooledActor(pykka.Actor):
         except BaseException:  # SystemExit and the like: this actor stops, the pool goes on
             log.exception("%s: stopped by %r", self, sys.exc_info()[1])
             if not self.actor_stopped.is_set():
-                ActorRegistry.unregister(self.actor_ref)
-                self.actor_stopped.set()
+                self._stop()  # Pykka's own: unregister, mark stopped, on_stop

@@ -199,7 +199,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         except (RepositoryError, TreeError, OSError) as e:
             log.warning("repository %s: cannot load %s from git's objects (%s); loading its snapshot",
                         redact_url(self.url), commit[:12], e)
-            link_errors = self.snapshots.ensure(commit, previous.commit)
+            # On the checkout queue, after the copy _load_objects may have queued already.
+            link_errors = self.snapshots.ensure_soon(commit, previous.commit).result()
             found, errors = jobmodel.load_repository(self.snapshots.path(commit), cache=self.parse_cache)
             errors = sorted(set(errors) | set(link_errors))
         if previous.commit is None:

@@ -72,10 +72,10 @@ class Catalog:
         does, else on the checkout thread when the snapshot is complete or could not be made (then
         :meth:`snapshot` raises). For a thread that must not block on a checkout."""
         future = self._pending.get(commit)
-        if future is None or future.done():
+        if future is None:
             callback()
         else:
-            future.add_done_callback(lambda _future: callback())
+            future.add_done_callback(lambda _future: callback())  # at once when it is done
 
     def snapshot(self, commit: str, wait: Optional[float] = None) -> Path:
         """The snapshot directory of ``commit``. While it is being checked out, this waits until

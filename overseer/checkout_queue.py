@@ -56,8 +56,7 @@ class CheckoutQueue:
             self._work.clear()
             current = self._current
             for commits, _fn, _future in dropped:
-                self._busy.subtract(c for c in commits if c)
-            self._busy += collections.Counter()
+                self._busy -= collections.Counter(c for c in commits if c)  # zero counts dropped
         for _commits, _fn, future in dropped:
             future.set_exception(CheckoutCancelled("the server stopped before the snapshot was made"))
         if current is not None:
@@ -84,8 +83,7 @@ class CheckoutQueue:
                         future.set_exception(e)
             finally:
                 with self._lock:
-                    self._busy.subtract(c for c in commits if c)
-                    self._busy += collections.Counter()  # drop the zero counts
+                    self._busy -= collections.Counter(c for c in commits if c)  # zero counts dropped
 
 
 _QUEUES: dict[str, CheckoutQueue] = {}

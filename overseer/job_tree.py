@@ -44,7 +44,6 @@ class Tree:
     """
 
     def __init__(self, entries: dict[str, tuple[str, str]], targets: dict[str, bytes]):
-        self.entries = entries
         kinds: dict[str, tuple] = {"": _DIR_ENTRY}
         for path, (mode, oid) in entries.items():
             if mode == "120000":
@@ -121,8 +120,8 @@ class Tree:
             seen[newpath] = path
         return path, True
 
-    def resolve(self, relpath: str, follow: bool = True) -> tuple[tuple | None, int]:
-        """What ``os.stat`` (``os.lstat`` without ``follow``) finds at ``root / relpath``:
+    def resolve(self, relpath: str) -> tuple[tuple | None, int]:
+        """What ``os.stat`` finds at ``root / relpath``:
         ``(kind, 0)``, or ``(None, errno)``. A kind is ``("file", oid, executable)``,
         ``("link", target)`` or ``("dir",)``."""
         todo = _components(relpath)
@@ -144,7 +143,7 @@ class Tree:
             found = self._kind(path)
             if found is None:
                 return None, errno.ENOENT
-            if found[0] == _LINK and (todo or follow):
+            if found[0] == _LINK:
                 followed += 1
                 if followed > MAX_SYMLINKS:
                     return None, errno.ELOOP

@@ -104,13 +104,10 @@ class ParseCache:
         """``save`` on a thread of its own (the jobs are in use before the file is written)."""
         threading.Thread(target=self.save, name="parse-cache", daemon=True).start()
 
-    def save(self, used: Optional[dict[tuple[str, bytes], Any]] = None) -> None:
-        """Write ``used`` (by default what the last load used) as the cache, atomically, unless it
-        is what the file already holds."""
-        if used is None:
-            used, blobs = self.used, self.used_blobs
-        else:
-            blobs = {}
+    def save(self) -> None:
+        """Write what the last load used as the cache, atomically, unless it is what the file
+        already holds."""
+        used, blobs = self.used, self.used_blobs
         if self.path is None or used is None:
             return
         with self._lock:

@@ -39,9 +39,9 @@ class ReadyPool(Generic[T]):
         self._wake.set()
 
     def take(self) -> T:
-        """One ready item, or one made now when none is ready. It does not wake the pool's
-        thread: that would compete with the start this item is for; ``top_up`` (at a run's end)
-        does."""
+        """One ready item, or one made now when none is ready. It wakes the pool's thread only
+        when it took the last one (a burst): a refill would compete with the start this item is
+        for, so ``top_up`` (at a run's end) asks for it otherwise."""
         try:
             item = self._items.popleft()
         except IndexError:

@@ -91,13 +91,6 @@ def make_read_only(root: Path, paths: Optional[list[str]]) -> None:
         os.chmod(dirpath, 0o555)
 
 
-def unlink_if_there(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def remove_tree(path: Path) -> None:
     if not path.exists():
         return

@@ -46,7 +46,6 @@ from overseer.snapshot_files import (
     remove_empty_parents,
     remove_tree,
     symlinks_in,
-    unlink_if_there,
 )
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,7 @@ class Snapshots:
             return self._make(commit, base, links, index)
         finally:
             if index is not None:
-                unlink_if_there(index)
+                index.unlink(missing_ok=True)
 
     def _make(self, commit: str, base: Optional[str], links: Optional[list[str]],
               index: Path) -> list[tuple[str, str]]:
@@ -221,7 +220,7 @@ class Snapshots:
         try:
             self._git("read-tree", commit, index=index)
         except BaseException:
-            unlink_if_there(index)
+            index.unlink(missing_ok=True)
             raise
         return index
 
@@ -317,7 +316,7 @@ class Snapshots:
             if path.name.startswith(".new-"):
                 remove_tree(path)
             elif path.name.startswith(".index-"):
-                unlink_if_there(path)
+                path.unlink(missing_ok=True)
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:

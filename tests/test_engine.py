@@ -90,6 +90,37 @@ def test_environment_cwd_and_tmpdir(system_factory, job_repo):
     assert lines[4].endswith("/library/event") and lines[5] == "socket"
 
 
+def test_tmpdirs_are_each_runs_own_and_removed_with_their_files(system_factory):
+    s = system_factory({"scratch.yml": {"command": "echo $TMPDIR; ls -A \"$TMPDIR\"; "
+                                                   "touch \"$TMPDIR/mine\"; sleep 1"}})
+    for _ in range(3):
+        s.trigger("scratch", {})  # all three running at once
+    paths = []
+    for ident in (1, 2, 3):
+        wait_finished(s, "scratch", ident)
+        paths.append(out(s, "scratch", ident).decode().splitlines())
+    assert all(len(lines) == 1 for lines in paths), paths  # each found its TMPDIR empty
+    assert len({lines[0] for lines in paths}) == 3  # and its own
+    assert not any(os.path.exists(lines[0]) for lines in paths)  # removed, files and all
+
+
+def test_tmpdirs_a_killed_server_left_are_cleared_and_taken_names_passed_over(system_factory, tmp_path):
+    left = tmp_path / "data" / "tmp" / "run-1"
+    left.mkdir(parents=True)
+    (left / "stale").write_text("from a server that was killed")
+    s = system_factory({"look.yml": {"command": "ls -A \"$TMPDIR\""}})
+    assert not (left / "stale").exists()  # cleared at the start
+    taken = [tmp_path / "data" / "tmp" / f"run-{n}" for n in range(17, 1000)]
+    for path in taken:  # names the pool will come to, taken meanwhile by something else
+        path.mkdir(exist_ok=True)
+        (path / "other").write_text("not a run's")
+    for ident in range(1, 31):
+        s.trigger("look", {})
+        assert wait_finished(s, "look", ident)["status"] == "complete"
+        assert out(s, "look", ident) == b""  # never one of the taken ones
+    assert all((path / "other").exists() for path in taken)
+
+
 def test_timeout_kills_background_grandchild(system_factory):
     s = system_factory({"slow.yml": {"command": "sleep 300 & echo $!; sleep 300", "timeout": 1}})
     s.trigger("slow", {})

@@ -77,6 +77,7 @@ class _HeadHoldingWriter:
         return self.inner.write(data)
 
     def release(self) -> None:
+        self.hold_next = False  # a send_headers that raised before its write holds nothing more
         if self.held:
             data, self.held = self.held, b""
             self.inner.write(data)
