@@ -377,15 +377,17 @@ class Writer:
         log.info("store %s: map grown to %d MiB", self._name, size * 2 >> 20)
 
     def _sync_loop(self) -> None:
-        """fsync at once after a durable batch, else at most SYNC_INTERVAL after a commit."""
+        """fsync at once after a durable batch, else at most SYNC_INTERVAL after a commit. It
+        wakes every SYNC_INTERVAL whatever happens: a commit does not wake it (that would fsync
+        at once), so an idle wait must end by itself to see what was committed meanwhile."""
         while not (self.closed and not self._thread.is_alive()):
-            self._sync_now.wait(SYNC_INTERVAL if self._dirty else None)
+            self._sync_now.wait(SYNC_INTERVAL)
             self._sync_now.clear()
             if self._dirty:
                 self._sync()
 
     def _sync(self) -> Exception | None:
-        self._dirty = False
+        self._dirty = self._durable_waiting = False  # this fsync covers what sync_soon would
         self._rw.acquire_shared()  # never while the map is being resized
         try:
             self._env.sync(True)

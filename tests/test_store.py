@@ -643,3 +643,21 @@ def test_a_sync_later_create_is_fsynced_when_asked(store):
     store.sync_soon()
     wait_for(lambda: store.stats()["syncs"] > before, 10, "the fsync")
     assert not store._writer._durable_waiting
+
+
+def test_what_waits_for_no_one_is_fsynced_within_the_interval_after_an_idle_spell(store):
+    """A trigger's create (sync_later) whose sync_soon never comes, and output committed after
+    the store was idle, reach the disk by themselves within SYNC_INTERVAL (and a little)."""
+    from overseer.store_writer import SYNC_INTERVAL
+
+    store.flush()
+    wait_for(lambda: not store._writer._dirty, 10, "the store idle and synced")
+    time.sleep(SYNC_INTERVAL * 1.5)  # the fsync thread waits with nothing to do
+    before = store.stats()["syncs"]
+    store.create_execution("job", {"state": "queued"}, sync_later=True)  # no sync_soon
+    wait_for(lambda: store.stats()["syncs"] > before, SYNC_INTERVAL * 3, "the create fsynced")
+    time.sleep(SYNC_INTERVAL * 1.5)
+    before = store.stats()["syncs"]
+    store.append_output("job", 1, "stdout", b"late output")
+    store.flush()
+    wait_for(lambda: store.stats()["syncs"] > before, SYNC_INTERVAL * 3, "the output fsynced")
