@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -367,7 +368,8 @@ def due_slots(entry: ScheduleEntry, last: datetime | None, now: datetime, anchor
     if entry.period is None:
         return [*_cron_between(entry, max(lower, anchor - EPSILON), slot), slot][-MAX_SLOTS:], new_last
     slots: list[datetime] = []
-    after = lower
+    # The latest MAX_SLOTS - 1 before ``slot``: start that many periods back (no gap in them).
+    after = max(lower, slot - timedelta(microseconds=_period_us(entry) * MAX_SLOTS))
     while len(slots) < MAX_SLOTS:
         nxt = next_slot(entry, after, anchor)
         if nxt is None or nxt >= slot:
@@ -387,9 +389,9 @@ def _cron_between(entry: ScheduleEntry, lower: datetime, upper: datetime) -> tup
     key = (entry.frequency, entry.timezone, lower, upper)
     found = _between_cache.get(key)
     if found is None:
-        slots = []
+        slots: deque = deque(maxlen=MAX_SLOTS)  # the latest ones (misfire bounds the walk)
         for moment in _cron_after(entry, lower):
-            if moment >= upper or len(slots) >= MAX_SLOTS:
+            if moment >= upper:
                 break
             slots.append(moment)
         found = tuple(slots)

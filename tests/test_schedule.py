@@ -199,6 +199,17 @@ def test_a_late_tick_fires_every_slot_within_the_misfire_threshold():
         ([at(2026, 1, 1, 12, 0, 1)], at(2026, 1, 1, 12, 0, 1))
 
 
+def test_more_late_slots_than_one_call_fires_are_the_latest_ones_without_a_gap():
+    from overseer.schedule import MAX_SLOTS
+
+    start = at(2026, 1, 1, 12)
+    fast = entry(frequency=0.1)  # 300 slots in a tick 30 s late
+    slots, last = due_slots(fast, start, start + timedelta(seconds=30), start, start)
+    assert len(slots) == MAX_SLOTS and slots[-1] == last == start + timedelta(seconds=30)
+    steps = {b - a for a, b in zip(slots, slots[1:])}
+    assert steps == {timedelta(seconds=0.1)}  # the latest ones, one period apart: no gap
+
+
 def test_slots_later_than_the_misfire_threshold_are_coalesced():
     start = at(2026, 1, 1, 12)
     every_second = entry(frequency="* * * * * *")
