@@ -79,14 +79,18 @@ class _Timer(threading.Thread):
                 self.actor_ref.tell(Tick())
 
 
+def command_text(job: Job, params: dict) -> Optional[str]:
+    """What a run of ``job`` with validated ``params`` runs, as its record says it."""
+    if job.script is not None:
+        return shlex.join(render.script_argv(job, params, Path(".")))
+    return render.render_command(job, params) if job.command is not None else None
+
+
 def make_execution(job: Job, params: dict, trigger: str, scheduled_for: Optional[str] = None,
                    priority: int = 0) -> dict:
     """A new execution record for ``job`` with validated ``params`` (rendered once, here)."""
-    command = render.render_command(job, params) if job.command is not None else None
-    if job.script is not None:
-        command = shlex.join(render.script_argv(job, params, Path(".")))
-    return ex.new_record(params=params, command=command, commit=job.commit, trigger=trigger,
-                         scheduled_for=scheduled_for, priority=priority)
+    return ex.new_record(params=params, command=command_text(job, params), commit=job.commit,
+                         trigger=trigger, scheduled_for=scheduled_for, priority=priority)
 
 
 class Scheduler(Pingable, pykka.ThreadingActor):
@@ -202,11 +206,11 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             self._full = 0
         if self._timer:
             self._timer.set(self._heap[0][0] if self._heap else None)
-        dispatcher = self.ctx.dispatcher
-        if self.paused:
-            dispatcher.unreserve(len(pending))
-        else:
-            dispatcher.submit_many(runs, reserved=len(pending))
+        if pending:  # else nothing is reserved and nothing starts (most ticks)
+            if self.paused:
+                self.ctx.dispatcher.unreserve(len(pending))
+            else:
+                self.ctx.dispatcher.submit_many(runs, reserved=len(pending))
         return created
 
     def _log_created(self, created: list[dict]) -> None:
@@ -230,7 +234,7 @@ class Scheduler(Pingable, pykka.ThreadingActor):
             # A scheduled run takes the vars' defaults: validated and rendered once per definition.
             try:
                 params = validate_params(job.vars, {}, from_strings=False)
-                command = make_execution(job, params, "schedule")["command"]
+                command = command_text(job, params)
             except OverseerError as e:
                 log.error("%s: scheduled run for %s not created: %s", name, slot, e)
                 return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import shutil
 import stat
 import threading
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from overseer.config import Config
 from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
 from overseer.jobs import JOB_NAME_RE, Job
 from overseer.runner import ProcessMonitor
+from overseer.snapshot_files import remove_tree
 from overseer.store import Store
 from overseer.vars import validate_params
 
@@ -79,15 +79,8 @@ def _raise_fd_limit() -> None:
 
 
 def _clear_dir(path: Path) -> None:
+    remove_tree(path)  # read-only directories a job left in it too
     path.mkdir(exist_ok=True)
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass
 
 
 class System:

@@ -362,6 +362,3 @@ class Store:
 
     def _op_put(self, batch: Batch, db: str, key: bytes, value: bytes) -> None:
         batch.txn.put(key, value, db=self._dbs[db])
-
-    def _op_delete(self, batch: Batch, db: str, key: bytes) -> None:
-        batch.txn.delete(key, db=self._dbs[db])

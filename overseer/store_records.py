@@ -80,6 +80,7 @@ class RecordOps:
             delete_prefix(txn, self._dbs["interleave"], ekey)
             batch.out.forget(ekey)
             batch.records.add(ekey)
+            self._decoded.pop(ekey, None)
         if victims:
             log.debug("store %s: pruned %d executions of %r", self._name, len(victims), prefix[:-1])
 

@@ -152,3 +152,21 @@ def test_a_run_launching_while_the_server_stops_starts_no_process(system_factory
     with Store(s.config.data_path / "store") as store:
         record = store.get_execution("j", 1)
     assert record["state"] == "finished" and record["status"] == "lost"
+
+
+def test_every_left_over_execution_is_finished_lost_however_many(system_factory, job_repo, tmp_path, caplog):
+    """More left-overs than the log names one by one: all of them end lost (in group commits),
+    and the log says how many it did not name."""
+    from overseer.actors.supervisor import LOG_EACH
+
+    job_repo.commit({"j.yml": {"command": "true"}}, "a job")
+    n = LOG_EACH + 70
+    with Store(tmp_path / "data" / "store") as store:
+        for i in range(n):
+            store.create_execution("j", {"state": ("queued", "running", "stopped")[i % 3], "events": []})
+    caplog.set_level("WARNING", logger="overseer.actors.supervisor")
+    s = system_factory()
+    records = s.store.list_executions("j", limit=n + 10)
+    assert len(records) == n
+    assert all(r["state"] == "finished" and r["events"][-1]["name"] == "lost" for r in records)
+    assert f"... and {n - LOG_EACH} more executions lost" in caplog.text
