@@ -47,6 +47,7 @@ from typing import Any, Callable
 
 import lmdb
 
+from . import store_readers
 from .exceptions import NotFound, StoreBusy, StoreError
 from .store_keys import (
     END,
@@ -81,9 +82,8 @@ class Store:
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._env = lmdb.open(str(self.path), subdir=True, map_size=map_size, max_dbs=16,
-                                  max_readers=max_readers, sync=False, metasync=False, writemap=False)
-            stale = self._env.reader_check()
+            self._env, stale = self._open_env(map_size, max_readers)
+            stale += self._env.reader_check()
             self._dbs = self._open_dbs()
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
@@ -97,6 +97,22 @@ class Store:
         # Activation is read on every trigger and every schedule fire, and written only through
         # set_active: it is kept in memory too, changed by the op itself (in commit order).
         self._inactive = self.inactive_jobs()
+
+    def _open_env(self, map_size: int, max_readers: int) -> tuple[lmdb.Environment, int]:
+        """The environment, and how many stale reader slots were cleared to open it."""
+        def open_env() -> lmdb.Environment:
+            return lmdb.open(str(self.path), subdir=True, map_size=map_size, max_dbs=16,
+                             max_readers=max_readers, sync=False, metasync=False, writemap=False)
+        try:
+            return open_env(), 0
+        except lmdb.ReadersFullError as full:
+            try:
+                cleared = store_readers.clear_stale(str(self.path))
+            except OSError as e:
+                raise full from e
+            if not cleared:
+                raise
+            return open_env(), cleared
 
     def _open_dbs(self) -> dict:
         while True:

@@ -4,6 +4,7 @@ killed process."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import textwrap
 
 import pytest
 
+from overseer.exceptions import StoreError
 from overseer.store import Store
 
 from .conftest import wait_finished
@@ -184,10 +186,6 @@ KEEPER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "overseer/store.py Store.__init__: lmdb.open() begins a read transaction (to open the main "
-    "database) before reader_check() can run, so when dead processes hold every slot the start fails "
-    "with MDB_READERS_FULL"))
 def test_stale_reader_slots_of_a_killed_process_are_cleared_at_start(tmp_path):
     server = start_server(tmp_path / "s", {"hello.yml": {"command": "echo hello"}})
     server.run("hello")
@@ -209,6 +207,34 @@ def test_stale_reader_slots_of_a_killed_process_are_cleared_at_start(tmp_path):
             assert f"cleared {taken} stale reader slots" in server.log()
         finally:
             assert server.stop() == 0
+    finally:
+        keeper.kill()
+        keeper.wait()
+
+
+def test_a_store_whose_slots_are_all_held_by_live_processes_is_refused_by_name(tmp_path, caplog):
+    """Only dead processes' slots are freed: with every slot held by a live one the Store does not
+    open, and says which store and why; once the holder is killed it opens, and says so."""
+    path = tmp_path / "store"
+    Store(path).close()
+    keeper = subprocess.Popen([sys.executable, "-c", KEEPER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert keeper.stdout.readline().strip() == "open"
+        hog, taken = _hog(path)
+        try:
+            with pytest.raises(StoreError, match=f"cannot open the store at {path}.*READERS_FULL"):
+                Store(path)
+        finally:
+            hog.kill()
+            hog.wait()
+        with caplog.at_level(logging.INFO, logger="overseer.store"):
+            store = Store(path)
+        try:
+            assert f"cleared {taken} stale reader slots" in caplog.text
+            assert store.list_executions("hello") == []
+        finally:
+            store.close()
     finally:
         keeper.kill()
         keeper.wait()
