@@ -219,7 +219,8 @@ class Scheduler(Pingable, pykka.ThreadingActor):
                 log.info("%s/%s: scheduled for %s", record["job"], record["id"], record["scheduled_for"])
             return
         slots = sorted({r["scheduled_for"] for r in created})
-        log.info("%d runs of %d jobs scheduled for %s%s", len(created), len({r["job"] for r in created}),
+        jobs = len({r["job"] for r in created})
+        log.info("%d runs of %s scheduled for %s%s", len(created), "1 job" if jobs == 1 else f"{jobs} jobs",
                  slots[0], f" to {slots[-1]}" if len(slots) > 1 else "")
         if log.isEnabledFor(logging.DEBUG):
             for record in created:

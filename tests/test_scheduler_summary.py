@@ -60,7 +60,7 @@ def test_a_tick_of_many_runs_logs_one_summary_line(system_factory, caplog):
     mark = len(caplog.records)
     fired = scheduler.tick(at(T2, 1)).get(timeout=30)
     assert len(fired) == LOG_EACH + 1
-    assert scheduler_lines(caplog, mark) == [f"{LOG_EACH + 1} runs of 1 jobs scheduled for {stamp(T2)}"]
+    assert scheduler_lines(caplog, mark) == [f"{LOG_EACH + 1} runs of 1 job scheduled for {stamp(T2)}"]
 
     # 15 + 2 * 4 runs of two jobs over four slots, in one late tick: one line says so
     mark = len(caplog.records)
