@@ -11,8 +11,8 @@ DATA_DIRS = ["overseer.library"] + sorted(
 
 # The native spawn (overseer/spawn.py): optional, so that a machine without a C compiler still
 # installs, and then starts jobs with subprocess.
-SPAWN = Extension("overseer._spawn", ["overseer/_spawn.c"], optional=True,
-                  extra_compile_args=["-O2", "-Wall"])
+SPAWN = Extension("overseer._spawn", ["overseer/_spawn.c", "overseer/_spawn_clone.c"],
+                  depends=["overseer/_spawn.h"], optional=True, extra_compile_args=["-O2", "-Wall"])
 
 setup(
     name="overseer",

@@ -1,5 +1,5 @@
 """Starting job processes, on both paths: the native spawn (``clone3`` straight into the job's
-cgroup, ``overseer/_spawn.c``) and the Popen fallback. Real processes, real cgroups where a
+cgroup, ``overseer/_spawn_clone.c``) and the Popen fallback. Real processes, real cgroups where a
 cgroup2 hierarchy is writable; each path must give the job the same world."""
 from __future__ import annotations
 
