@@ -1,4 +1,4 @@
-"""Starting one job process, four ways: start latency and the parent's CPU per start.
+"""Starting one job process, six ways: start latency and the parent's CPU per start.
 
     python benchmarks/spawn_bench.py [--reps 300]
 
@@ -9,19 +9,29 @@ in the start call and in reaping the child (``time.thread_time``); the child's o
 it. The ways, interleaved in every repetition (a fresh cgroup each where there is one; making and
 removing it is left out of both figures, as it is the same on every path):
 
-- native:          ``overseer.spawn`` (clone3 straight into the cgroup, with its pidfd)
+- native:          ``spawn.spawn_piped`` as the runner starts a job (clone3 straight into the
+                   cgroup, given by its directory; pipes and pidfd made in the call, added to an
+                   epoll set, parked at ``runner.park_fds_at()``, start time read), then
+                   ``spawn.reap`` once the pidfd is readable and ``spawn.unwatch`` of both pipes
 - popen+entering:  Popen of the ``job_process.entering`` wrapper (the job moves itself in), + pidfd_open
 - popen:           bare Popen, no cgroup
 - posix_spawn:     ``os.posix_spawn`` with setsid and dup2 file actions, no cgroup
-- native, no cgroup: the native spawn without CLONE_INTO_CGROUP (what the cgroup itself costs)
+- native, no cgroup: ``native`` without a cgroup (what the cgroup itself costs)
+- native-spawn:    ``spawn.spawn``, the plain call: pipes made and cgroup opened in Python, no
+                   epoll, no parking, waitpid and close
 
-Needs a writable cgroup2 hierarchy (root) for the first two; without one they are left out.
+The runner has ``spawn_piped`` make the cgroup (``make_cgroup=True``) and ``reap`` remove it;
+here it is made before the start and removed after the reap, as for every way with a cgroup.
+
+Needs a writable cgroup2 hierarchy (root) for native, popen+entering and native-spawn; without one
+they are left out.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import resource
 import select
 import statistics
 import subprocess
@@ -36,10 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib import percentile  # noqa: E402
 
-from overseer import cgroups, job_process, spawn  # noqa: E402
+from overseer import cgroups, job_process, runner, spawn  # noqa: E402
 
 ENV = {b"PATH": b"/usr/bin:/bin"}
 DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+EPOLL = select.epoll()  # as the runner's ProcessMonitor: one set for every start
+PARK_AT = 0  # runner.park_fds_at(), once main() has raised the open-file limit as the server does
 
 
 def _pipes() -> tuple[int, int, int, int]:
@@ -49,6 +61,20 @@ def _pipes() -> tuple[int, int, int, int]:
 
 
 def start_native(argv: list[str], cgroup: Optional[cgroups.Cgroup]) -> Callable[[], None]:
+    pid, pidfd, out_r, err_r, _start_time, _cgroup_error = spawn.spawn_piped(
+        argv, None, ENV, DEVNULL, cgroup.path if cgroup else None, EPOLL.fileno(), park_at=PARK_AT)
+
+    def reap() -> None:
+        # As the monitor once its epoll set says the pidfd is readable: one reap call (without the
+        # cgroup: once() removes it, as for every way), then the pipes out of epoll and closed.
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT)  # until it has ended; not reaped
+        spawn.reap(pid, pidfd, EPOLL, None)
+        spawn.unwatch(EPOLL, out_r)
+        spawn.unwatch(EPOLL, err_r)
+    return reap
+
+
+def start_native_spawn(argv: list[str], cgroup: Optional[cgroups.Cgroup]) -> Callable[[], None]:
     out_r, out_w, err_r, err_w = _pipes()
     cgroup_fd = cgroup.open_fd() if cgroup else -1
     try:
@@ -106,7 +132,7 @@ def start_posix_spawn(argv: list[str], cgroup: Optional[cgroups.Cgroup]) -> Call
 
 WAYS = {"native": (start_native, True), "popen+entering": (start_popen_entering, True),
         "popen": (start_popen, False), "posix_spawn": (start_posix_spawn, False),
-        "native, no cgroup": (start_native, False)}
+        "native, no cgroup": (start_native, False), "native-spawn": (start_native_spawn, True)}
 
 
 def once(start, root: Optional[cgroups.CgroupRoot], argv: list[str], fifo_r: int,
@@ -130,10 +156,23 @@ def once(start, root: Optional[cgroups.CgroupRoot], argv: list[str], fifo_r: int
     return t1 - t0, cpu
 
 
+def _park_at() -> int:
+    """``runner.park_fds_at()`` after raising the open-file limit to the hard one, as the server
+    does at start."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+    return runner.park_fds_at()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=300, help="starts per way (default 300)")
     args = ap.parse_args()
+    global PARK_AT
+    PARK_AT = _park_at()
     root = cgroups.CgroupRoot.find()
     ways = {name: start for name, (start, needs_cgroup) in WAYS.items()
             if (root or not needs_cgroup) and (not name.startswith("native") or spawn.available())}
