@@ -21,6 +21,7 @@ measured part of each case and writes its raw (collapsed) stacks there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes: the whole run in a few minutes")
     p.add_argument("--only", help="comma-separated case numbers (1-7)")
+    p.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                   help="override one size, e.g. --size schedule_entries=300 (names: the JSON's \"sizes\")")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--work", type=Path, help="scratch dir (default: a new temp dir, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the scratch dir (server logs, stores)")
@@ -161,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(c not in bc.CASES for c in cases):
         p.error("--only takes case numbers 1 to 7")
     sizes = bc.QUICK if args.quick else bc.FULL
+    for item in args.size:
+        name, _, value = item.partition("=")
+        if name not in vars(sizes) or not value.isdigit():
+            p.error(f"--size {item}: expected NAME=N with NAME one of {', '.join(vars(sizes))}")
+        sizes = dataclasses.replace(sizes, **{name: int(value)})
     bc.PROFILE_MODE[0] = args.profile_mode
     if any(c in (1, 2) for c in cases):
         bl.ensure_webhook()
