@@ -1,5 +1,6 @@
 /* overseer._spawn: start job processes straight into their cgroup (spawn, spawn_piped), and the
- * calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs).
+ * calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs), and
+ * a peek at what an HTTP connection has received that takes none (peek).
  *
  * The start itself, clone3 and the child's side, is in _spawn_clone.c; _spawn.h holds what the
  * two files share.
@@ -14,6 +15,7 @@ PyObject *Unsupported;
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -199,6 +201,32 @@ static PyObject *mkdirs(PyObject *self, PyObject *args) {
     Py_XDECREF(keep);
     return Py_BuildValue("(ii)", made, error);
 }
+
+/* peek(fd, n): up to n bytes the socket fd has received, left in it (recv with MSG_PEEK and
+ * MSG_DONTWAIT; it never blocks, so the GIL is kept); b"" at its end, None when nothing is there. */
+static PyObject *peek(PyObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "in:peek", &fd, &n))
+        return NULL;
+    if (n < 0)
+        n = 0;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
+    if (!buf)
+        return NULL;
+    ssize_t got = recv(fd, PyBytes_AS_STRING(buf), (size_t)n, MSG_PEEK | MSG_DONTWAIT);
+    if (got < 0) {
+        int e = errno;
+        Py_DECREF(buf);
+        if (e == EAGAIN || e == EWOULDBLOCK)
+            Py_RETURN_NONE;
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (got != n && _PyBytes_Resize(&buf, got) < 0)
+        return NULL;
+    return buf;
+}
 #endif /* NATIVE */
 
 static PyObject *available(PyObject *self, PyObject *unused) {
@@ -233,6 +261,9 @@ static PyMethodDef methods[] = {
      "kill its process group."},
     {"mkdirs", mkdirs, METH_VARARGS,
      "mkdirs(paths, mode) -> (made, errno): mkdir each in order until one fails."},
+    {"peek", peek, METH_VARARGS,
+     "peek(fd, n) -> bytes or None: up to n bytes the socket has received, left in it; b\"\" at\n"
+     "its end, None when nothing is there. Never blocks."},
 #endif
     {"available", available, METH_NOARGS, "True where this build has the native spawn."},
     {NULL, NULL, 0, NULL},

@@ -21,6 +21,7 @@ from cherrypy import _cpserver, _cpwsgi_server
 from overseer.exceptions import ConfigError
 
 from .app import Api
+from .head_wait import HeadWait, peek, request_in
 from .request import is_loopback_name
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def _check_free(host: str, port: int) -> None:
 KEEP_WAIT = 0.1
 # ... but only while this many workers stay idle for everyone else.
 KEEP_RESERVE = 4
+LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 
 
 class _HeadHoldingWriter:
@@ -112,7 +114,9 @@ class _Connection(HTTPConnection):
             if not super().communicate():
                 return False
             if self.rfile.has_data():
-                continue  # a pipelined request is buffered already
+                if HeadWait.ready(self):
+                    continue  # a pipelined request is buffered already
+                return True  # the rest of it waits in the HeadWait (cheroot puts it there)
             if not self._next_request_soon():
                 return True  # back to the selector: whoever is idle takes it when it speaks
 
@@ -123,9 +127,24 @@ class _Connection(HTTPConnection):
         try:
             poller = select.poll()
             poller.register(self.socket.fileno(), select.POLLIN)
-            return bool(poller.poll(KEEP_WAIT * 1000))
+            if not poller.poll(KEEP_WAIT * 1000):
+                return False
+            data = peek(self.socket)  # a request that is not all in waits in the HeadWait
+            return data == b"" or (data is not None and request_in(data))
         except (OSError, ValueError):
             return False
+
+
+class _WsgiServer(_cpwsgi_server.CPWSGIServer):
+    """cheroot's server, handing a connection to a worker only once its request is in."""
+
+    head_wait: HeadWait | None = None
+
+    def process_conn(self, conn: Any) -> None:
+        if self.head_wait is None:
+            super().process_conn(conn)
+        else:
+            self.head_wait.offer(conn)
 
 
 class HttpServer:
@@ -134,6 +153,7 @@ class HttpServer:
         self.config = config
         self.app = Api(system, config)
         self._server: _cpserver.Server | None = None
+        self._head_wait: HeadWait | None = None
 
     @property
     def url(self) -> str:
@@ -162,9 +182,13 @@ class HttpServer:
         server.thread_pool = server_conf.thread_pool
         server.max_request_body_size = max(server_conf.max_body_bytes * HARD_BODY_FACTOR, HARD_BODY_MIN)
         server.socket_timeout = 60
+        # CherryPy's listen backlog is 5: a burst of new connections beyond it (clients starting
+        # together, a load balancer's pool) waits for the kernel's SYN retries, or is reset.
+        server.socket_queue_size = LISTEN_BACKLOG
         server.shutdown_timeout = 5
-        httpserver = _cpwsgi_server.CPWSGIServer(server)
+        httpserver = _WsgiServer(server)
         httpserver.ConnectionClass = _Connection
+        httpserver.head_wait = self._head_wait = HeadWait(super(_WsgiServer, httpserver).process_conn)
         server.instance = httpserver
         server.subscribe()
         self._server = server
@@ -185,5 +209,8 @@ class HttpServer:
         finally:
             self._server.unsubscribe()
             self._server = None
+            if self._head_wait is not None:
+                self._head_wait.stop()
+                self._head_wait = None
             if cherrypy.tree.apps.get("") is self.app:
                 del cherrypy.tree.apps[""]
