@@ -16,37 +16,36 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from typing import Optional
 
-_lib: Optional[tuple[ctypes.CDLL, str]] = None
+
+def _candidates():
+    try:
+        from lmdb import cpython  # type: ignore[attr-defined]
+        yield cpython.__file__, "mdb09_"
+    except ImportError:
+        pass
+    system = ctypes.util.find_library("lmdb")  # runs ldconfig: only when py-lmdb's own is not there
+    if system:
+        yield system, "mdb_"
 
 
+@functools.cache
 def _library() -> Optional[tuple[ctypes.CDLL, str]]:
     """py-lmdb's own LMDB (its C extension exports it with an ``mdb09_`` prefix), else the
     system's ``liblmdb`` (py-lmdb's CFFI build links it); None when neither is there."""
-    global _lib
-    if _lib is None:
-        candidates = []
+    for path, prefix in _candidates():
         try:
-            from lmdb import cpython  # type: ignore[attr-defined]
-            candidates.append((cpython.__file__, "mdb09_"))
-        except ImportError:
-            pass
-        system = ctypes.util.find_library("lmdb")
-        if system:
-            candidates.append((system, "mdb_"))
-        for path, prefix in candidates:
-            try:
-                lib = ctypes.CDLL(path)
-                getattr(lib, prefix + "reader_check")
-            except (OSError, AttributeError):
-                continue
-            _lib = (lib, prefix)
-            break
-    return _lib
+            lib = ctypes.CDLL(path)
+            getattr(lib, prefix + "reader_check")
+        except (OSError, AttributeError):
+            continue
+        return lib, prefix
+    return None
 
 
-def clear_stale(path: str, max_dbs: int = 16) -> int:
+def clear_stale(path: str) -> int:
     """Free the slots of dead processes in the lock file of the environment at ``path`` (a
     directory); how many were freed. OSError when it cannot be done here (no LMDB library
     found, or LMDB's own error)."""
@@ -63,7 +62,6 @@ def clear_stale(path: str, max_dbs: int = 16) -> int:
     if rc:
         raise OSError(rc, f"mdb_env_create: error {rc}")
     try:
-        call("env_set_maxdbs", env, ctypes.c_uint(max_dbs))
         rc = call("env_open", env, ctypes.c_char_p(path.encode()), ctypes.c_uint(0), ctypes.c_uint(0o644))
         if rc:
             raise OSError(rc, f"mdb_env_open {path}: error {rc}")

@@ -21,7 +21,7 @@ from cherrypy import _cpserver, _cpwsgi_server
 from overseer.exceptions import ConfigError
 
 from .app import Api
-from .head_wait import HeadWait, peek, request_in
+from .head_wait import HeadWait
 from .request import is_loopback_name
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,8 @@ class _Connection(HTTPConnection):
         try:
             poller = select.poll()
             poller.register(self.socket.fileno(), select.POLLIN)
-            if not poller.poll(KEEP_WAIT * 1000):
-                return False
-            data = peek(self.socket)  # a request that is not all in waits in the HeadWait
-            return data == b"" or (data is not None and request_in(data))
+            # a request that is not all in waits in the HeadWait, not on this worker
+            return bool(poller.poll(KEEP_WAIT * 1000)) and HeadWait.ready(self)
         except (OSError, ValueError):
             return False
 
