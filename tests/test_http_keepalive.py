@@ -55,6 +55,12 @@ class Wire:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def data_segments(self) -> Optional[int]:
         """Data segments this socket has received so far, or None where the kernel does not say."""
         try:
@@ -197,8 +203,7 @@ def run(wire: Wire, system, job: str, values: dict) -> dict:
 
 def test_head_sends_the_header_block_alone_and_the_connection_goes_on(served):
     system, _ = served()
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         run(wire, system, "hello", {"who": "ada"})
         wait_finished(system, "hello", 1)
         for path in ("/jobs", "/jobs/hello", "/jobs/hello/1", "/jobs/hello/1/stdout", "/jobs/hello/1/stderr",
@@ -217,14 +222,11 @@ def test_head_sends_the_header_block_alone_and_the_connection_goes_on(served):
         assert head.status == 200 and head.headers["content-length"] == "10"
         assert "transfer-encoding" not in head.headers
         assert wire.ask("GET", "/health").body == HEALTH
-    finally:
-        wire.close()
 
 
 def test_pipelined_heads_and_gets_each_get_their_own_answer(served):
     system, _ = served()
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         run(wire, system, "hello", {})
         wait_finished(system, "hello", 1)
         for method, path in [("HEAD", "/health"), ("GET", "/jobs/hello/1/stderr"), ("HEAD", "/jobs/hello/1"),
@@ -239,8 +241,6 @@ def test_pipelined_heads_and_gets_each_get_their_own_answer(served):
         assert replies[0].headers["content-length"] == str(len(HEALTH))
         assert replies[1].headers["content-length"] == "0"
         assert replies[4].headers["content-length"] == "12"
-    finally:
-        wire.close()
 
 
 def test_bodyless_answers_end_where_they_say(served):
@@ -248,8 +248,7 @@ def test_bodyless_answers_end_where_they_say(served):
     # with Content-Length: 0, and the follow of a finished execution that wrote nothing: a chunked
     # body of only its last chunk, which goes out in the same send as the header block.
     system, server = served()
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         run(wire, system, "quiet", {})
         run(wire, system, "hello", {})
         wait_finished(system, "quiet", 1)
@@ -269,14 +268,11 @@ def test_bodyless_answers_end_where_they_say(served):
             one_segment(empty)
             assert wire.ask("GET", "/health").body == HEALTH
         wait_for(lambda: server.app.open_follows == 0, what="the follows to end")
-    finally:
-        wire.close()
 
 
 def test_an_interim_100_continue_then_the_answer(served):
     system, _ = served()
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         body = b'{"who": "eve"}'
         headers = {"Content-Type": "application/json", "Expect": "100-continue"}
         wire.send("POST", "/jobs/hello", headers=headers, body=body, send_body=False)
@@ -289,14 +285,11 @@ def test_an_interim_100_continue_then_the_answer(served):
         assert created.status == 201 and json.loads(created.body)["params"] == {"who": "eve"}
         one_segment(created)
         assert wire.ask("GET", "/health").body == HEALTH
-    finally:
-        wire.close()
 
 
 def test_a_large_body_then_the_next_request(served):
     system, _ = served()
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         run(wire, system, "big", {})
         wait_finished(system, "big", 1)
         big = wire.ask("GET", "/jobs/big/1/stdout")
@@ -305,15 +298,12 @@ def test_a_large_body_then_the_next_request(served):
         followed = wire.ask("GET", "/jobs/big/1/stdout?follow=true&offset=1000")
         assert followed.body == big.body[1000:] and len(followed.chunks) >= 2
         assert wire.ask("GET", "/health").body == HEALTH
-    finally:
-        wire.close()
 
 
 def test_a_follow_streams_while_the_job_runs_and_the_connection_serves_on(served, tmp_path):
     system, server = served()
     gate = tmp_path / "gate"
-    wire = Wire(system.config.server.port)
-    try:
+    with Wire(system.config.server.port) as wire:
         run(wire, system, "gated", {"gate": str(gate)})
         wire.send("GET", "/jobs/gated/1/stdout?follow=true")
         reply = wire.head()
@@ -338,8 +328,6 @@ def test_a_follow_streams_while_the_job_runs_and_the_connection_serves_on(served
         assert wire.ask("HEAD", "/jobs/gated/1/stdout").headers["content-length"] == "13"
         assert wire.ask("GET", "/health").body == HEALTH
         wait_for(lambda: server.app.open_follows == 0, what="the follow to end")
-    finally:
-        wire.close()
 
 
 def test_a_client_that_stops_sending_its_body(served, caplog):
@@ -357,26 +345,20 @@ def test_a_client_that_stops_sending_its_body(served, caplog):
 
     partial = (b"POST /jobs/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: 1000\r\n\r\n{\"who\": ")
-    half = Wire(port)
-    try:
+    with Wire(port) as half:
         half.sock.sendall(partial)
         assert not select.select([half.sock], [], [], 0.3)[0] and not answered(1)
         half.sock.shutdown(socket.SHUT_WR)
         reply = half.body(half.head())
         assert reply.status == 404 and "nope" in json.loads(reply.body)["error"]
         assert half.buf == b"" and half.sock.recv(1) == b""  # then the connection ends
-    finally:
-        half.close()
 
     for _ in range(12):  # more than the pool's 8 workers
         sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         sock.sendall(partial)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # a reset, not a close
-    wire = Wire(port)
-    try:
+    with Wire(port) as wire:
         for _ in range(3):
             assert wire.ask("GET", "/health").body == HEALTH
-    finally:
-        wire.close()
     assert [r.getMessage() for r in caplog.records[since:] if r.levelno >= logging.WARNING] == []

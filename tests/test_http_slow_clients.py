@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -40,6 +42,17 @@ def served(system_factory):
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+
+@contextmanager
+def clients(port: int, n: int = POOL + 4) -> Iterator[list[socket.socket]]:
+    """``n`` connections to the server, closed at the end."""
+    socks = [connect(port) for _ in range(n)]
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def answer(sock: socket.socket) -> bytes:
@@ -134,8 +147,7 @@ STALLS = {
 def test_stalled_clients_hold_no_worker_and_are_closed_at_the_deadline(served, stall, caplog):
     caplog.set_level(logging.WARNING, logger="overseer.http.head_wait")
     port, server = served(deadline=2.0)
-    stalled = [connect(port) for _ in range(POOL + 4)]
-    try:
+    with clients(port) as stalled:
         for sock in stalled:
             sock.sendall(STALLS[stall])
         wait_for(lambda: server._head_wait.waiting == len(stalled), what="every stalled client to wait")
@@ -145,9 +157,6 @@ def test_stalled_clients_hold_no_worker_and_are_closed_at_the_deadline(served, s
                  what="the log line")
         assert server._head_wait.waiting == 0
         assert health(port) < 2
-    finally:
-        for sock in stalled:
-            sock.close()
 
 
 def test_a_client_trickling_its_head_is_closed_at_the_deadline_all_the_same(served):
@@ -173,8 +182,7 @@ def test_a_client_trickling_its_head_is_closed_at_the_deadline_all_the_same(serv
 
 def test_a_request_that_comes_in_pieces_is_answered_once_it_is_in(served):
     port, _ = served()
-    socks = [connect(port) for _ in range(POOL + 4)]
-    try:
+    with clients(port) as socks:
         for sock in socks:
             sock.sendall(b"POST /jobs/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         time.sleep(0.2)
@@ -185,9 +193,6 @@ def test_a_request_that_comes_in_pieces_is_answered_once_it_is_in(served):
         for sock in socks:
             sock.sendall(b"{}")
         assert all(answer(sock).startswith(b"HTTP/1.1 201") for sock in socks)
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def test_kept_alive_and_pipelined_connections_that_stall_give_their_worker_back(served):
@@ -195,8 +200,7 @@ def test_kept_alive_and_pipelined_connections_that_stall_give_their_worker_back(
     ``KEEP_WAIT``), and takes a pipelined one at once: when that next request is half there, it
     gives the connection back instead of reading on."""
     port, server = served()
-    kept = [connect(port) for _ in range(POOL + 4)]
-    try:
+    with clients(port) as kept:
         for i, sock in enumerate(kept):
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if i % 2:
@@ -212,6 +216,3 @@ def test_kept_alive_and_pipelined_connections_that_stall_give_their_worker_back(
         for sock in kept:
             sock.sendall(b"Host: 127.0.0.1\r\n\r\n")
         assert all(answer(sock).startswith(b"HTTP/1.1 200") for sock in kept)
-    finally:
-        for sock in kept:
-            sock.close()
