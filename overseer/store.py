@@ -47,7 +47,6 @@ from typing import Any, Callable
 
 import lmdb
 
-from . import store_readers
 from .exceptions import NotFound, StoreBusy, StoreError
 from .store_keys import (
     END,
@@ -106,6 +105,7 @@ class Store:
         try:
             return open_env(), 0
         except lmdb.ReadersFullError as full:
+            from . import store_readers  # ctypes: 25 ms of imports, only on this rare path
             try:
                 cleared = store_readers.clear_stale(str(self.path))
             except OSError as e:
