@@ -14,10 +14,11 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CONNECT_TIMEOUT = 10
@@ -145,6 +146,8 @@ def exit_status(record: dict) -> int:
 
 class _Api:
     def __init__(self, url: str, token: Optional[str]):
+        import requests  # here, not at the top: `overseer serve` imports this module for its parser
+
         self.url = url.rstrip("/")
         self.session = requests.Session()
         if token:
@@ -152,6 +155,8 @@ class _Api:
 
     def call(self, method: str, path: str, stream: bool = False, read_timeout: Optional[float] = READ_TIMEOUT,
              **kwargs: Any) -> requests.Response:
+        import requests
+
         try:
             resp = self.session.request(method, self.url + path, stream=stream,
                                         timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs)
@@ -175,6 +180,8 @@ class _Api:
 def _follow(api: _Api, job: str, ident: int, stream: str) -> dict:
     """Copy the stream to stdout until the execution is finished; return its final record.
     A dropped connection is followed again from the last byte received."""
+    import requests
+
     offset = 0
     while True:
         ended = False
