@@ -326,13 +326,27 @@ def case_throughput(ctx: Context) -> list[dict]:
                                                         "execution": {"max_concurrent": 64}})
     hook = Webhook(work / "webhook", {"noop": "true"}).start()
     n = s.throughput_runs
+    cpu: dict[str, dict[str, list[float]]] = {name: {"own": [], "children": []}
+                                              for name in ("overseer", "webhook")}
+
+    def counted(name: str, pid: int, measure: Callable[[], float]) -> Callable[[], float]:
+        """`measure`, with the CPU the server and its reaped children spent on it, per execution."""
+        def run() -> float:
+            own0, children0 = bl.cpu_seconds(pid)
+            rate = measure()
+            own1, children1 = bl.cpu_seconds(pid)
+            cpu[name]["own"].append((own1 - own0) * 1000 / n)
+            cpu[name]["children"].append((children1 - children0) * 1000 / n)
+            return rate
+        return run
+
     try:
         overseer_eps(server, "noop", min(n, 100))  # warm-up
         http_wait_eps(hook, "noop", min(n, 100))
         with ctx.profile("2-throughput", server.pid):
             got = _interleaved(s.reps, {
-                "overseer": lambda: overseer_eps(server, "noop", n),
-                "webhook": lambda: http_wait_eps(hook, "noop", n),
+                "overseer": counted("overseer", server.pid, lambda: overseer_eps(server, "noop", n)),
+                "webhook": counted("webhook", hook.pid, lambda: http_wait_eps(hook, "noop", n)),
                 "popen": lambda: local_eps(n, spawn=False),
                 "posix_spawn": lambda: local_eps(n, spawn=True),
             })
@@ -340,8 +354,19 @@ def case_throughput(ctx: Context) -> list[dict]:
         server.stop()
         hook.stop()
     ctx.notes["2_connection_resets_retried"] = RESETS["overseer"]
+    cpus = os.cpu_count() or 1
+    # What the machine's CPUs would allow if the server used all of them for its runs and nothing
+    # else ran: the bound a design spreading one server's work over several processes could reach.
+    bound = {name: [cpus * 1000 / (own + children) for own, children in zip(c["own"], c["children"])]
+             for name, c in cpu.items()}
     return [row(2, "executions_per_s", f"executions/s of `true`, {CLIENTS} clients", "1/s",
-                got.pop("overseer"), got, better="higher", target={"vs": "webhook", "ratio": 1.0})]
+                got.pop("overseer"), got, better="higher", target={"vs": "webhook", "ratio": 1.0}),
+            row(2, "server_cpu_ms", "server CPU per execution (user + system)", "ms",
+                cpu["overseer"]["own"], {"webhook": cpu["webhook"]["own"]}),
+            row(2, "children_cpu_ms", "its children's CPU per execution (the shell)", "ms",
+                cpu["overseer"]["children"], {"webhook": cpu["webhook"]["children"]}),
+            row(2, "cpu_bound_per_s", f"{cpus} CPUs / (server + children CPU per execution)", "1/s",
+                bound["overseer"], {"webhook": bound["webhook"]}, better="higher")]
 
 
 # -- (3) output capture and (7) reading ---------------------------------------------------------------

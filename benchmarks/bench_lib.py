@@ -60,6 +60,15 @@ def proc_status(pid: int) -> dict:
     return out
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process itself and of the children it has reaped, from
+    /proc/PID/stat (utime + stime, cutime + cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM to the current RSS (Linux 4.0+: write 5 to clear_refs); False if refused."""
     try:
