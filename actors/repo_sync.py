@@ -200,7 +200,15 @@ class RepoSync(Pingable, pykka.ThreadingActor):
             log.warning("repository %s: cannot load %s from git's objects (%s); loading its snapshot",
                         redact_url(self.url), commit[:12], e)
             # On the checkout queue, after the copy _load_objects may have queued already.
-            link_errors = self.snapshots.ensure_soon(commit, previous.commit).result()
+            try:
+                link_errors = self.snapshots.ensure_soon(commit, previous.commit).result()
+            except (RepositoryError, OSError) as e:
+                # Not a bug of ours: a commit git cannot write out (say, a symlink longer than a
+                # path may be). The jobs stay those of the last commit that loaded.
+                message = f"cannot check out {commit[:12]}: {e}"
+                log.error("repository %s: %s", redact_url(self.url), message)
+                return dataclasses.replace(previous, sync_error=message, url=redact_url(self.url),
+                                           branch=self.branch)
             found, errors = jobmodel.load_repository(self.snapshots.path(commit), cache=self.parse_cache)
             errors = sorted(set(errors) | set(link_errors))
         if previous.commit is None:

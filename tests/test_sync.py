@@ -83,6 +83,34 @@ def test_symlink_leaving_repository_is_reported(system_factory, job_repo):
     assert not (snapshot / "bin" / "passwd").exists() and not (snapshot / "bin" / "passwd").is_symlink()
 
 
+def test_commit_git_cannot_write_out_keeps_the_last_good_state(system_factory, job_repo, tmp_path):
+    """A symlink target of 2 MiB: too long for the listing of git's objects and for the disk
+    (ENAMETOOLONG), so the sync fails as the commit's fault, naming the file, and the jobs stay."""
+    s = system_factory({"a.yml": {"command": "echo one"}})
+    good = s.repo_info()["commit"]
+    target = tmp_path / "target"
+    target.write_bytes(b"x" * (2 << 20))
+    blob = git(job_repo.root, "hash-object", "-w", str(target))
+    job_repo.write({"b.yml": {"command": "echo b"}})
+    git(job_repo.root, "add", "-A")
+    git(job_repo.root, "update-index", "--add", "--cacheinfo", f"120000,{blob},longlink")
+    git(job_repo.root, "commit", "-q", "-m", "a symlink too long to write")
+    bad = git(job_repo.root, "rev-parse", "HEAD")
+    s.sync()
+    info = s.repo_info()
+    assert info["commit"] == good and [j.name for j in s.jobs()] == ["a"]
+    error = info["sync_error"]
+    assert error.startswith(f"cannot check out {bad[:12]}: ") and "longlink" in error, error
+    s.trigger("a", {})
+    assert s.store.read_output("a", wait_finished(s, "a", 1)["id"], "stdout") == b"one\n"
+    git(job_repo.root, "rm", "-q", "--cached", "longlink")
+    fixed = job_repo.commit({}, "the symlink removed")
+    s.sync()
+    info = s.repo_info()
+    assert info["commit"] == fixed and "sync_error" not in info
+    assert [j.name for j in s.jobs()] == ["a", "b"]
+
+
 def test_activation_survives_restart_and_sync(system_factory, job_repo, tmp_path):
     from overseer.actors.system import System
 
