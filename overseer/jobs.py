@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from overseer import document_helper
 from overseer.exceptions import JobDefinitionError
 from overseer.job_documents import jsonable, load_document
 from overseer.job_fields import (
@@ -92,11 +94,12 @@ def with_commit(job: Job, commit: str) -> Job:
     return new
 
 
-def _document(relpath: str, data: bytes) -> tuple[dict, bool]:
-    """The job file's mapping, and whether it is plain JSON data already (see ``load_document``)."""
+def _document(relpath: str, data: bytes, loaded: tuple[Any, bool] | None = None) -> tuple[dict, bool]:
+    """The job file's mapping, and whether it is plain JSON data already (see ``load_document``);
+    ``loaded`` is ``load_document``'s answer when another process gave it."""
     is_json = relpath.endswith(".json")
     try:
-        doc, plain = load_document(data, is_json)
+        doc, plain = loaded if loaded is not None else load_document(data, is_json)
     except json.JSONDecodeError as exc:
         raise definition_error(f"invalid JSON on line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
@@ -124,12 +127,17 @@ def _document(relpath: str, data: bytes) -> tuple[dict, bool]:
 def _parse_content(relpath: str, data: bytes) -> Job:
     """Everything about a job that its path and bytes decide (cached: reloads of unchanged files
     are free). ``script`` is left as written; :func:`parse_job` checks it against the tree."""
+    return _job_of(relpath, data, None)
+
+
+def _job_of(relpath: str, data: bytes, loaded: tuple[Any, bool] | None) -> Job:
+    """:func:`_parse_content`, uncached, with the document when it was loaded elsewhere."""
     name = job_name_for(relpath)
     if name is None:
         raise definition_error(f"{relpath!r} is not a job file")
     if not JOB_NAME_RE.match(name):
         raise definition_error(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
-    doc, plain = _document(relpath, data)
+    doc, plain = _document(relpath, data, loaded)
     for key in doc:
         if key not in _JOB_KEY_SET:
             raise unknown_key(key, JOB_KEYS)
@@ -197,9 +205,10 @@ def _too_big(size: int) -> JobDefinitionError:
 
 
 def _content_job(relpath: str, data: bytes, cache: ParseCache | None, used: dict | None,
-                 key: bytes | None = None) -> Job:
+                 key: bytes | None = None, loaded: tuple[Any, bool] | None = None) -> Job:
     """The job of ``relpath`` holding ``data``, its script not checked yet: from ``cache`` when it
-    has it (``key`` is the content digest, when known), else parsed."""
+    has it (``key`` is the content digest, when known), else parsed (from ``loaded``, the document
+    another process loaded, when given)."""
     try:
         job = None
         if cache is not None:
@@ -207,7 +216,7 @@ def _content_job(relpath: str, data: bytes, cache: ParseCache | None, used: dict
                 key = digest(data)
             job = cache.get(relpath, key)
         if job is None:
-            job = _parse_content(relpath, data)
+            job = _parse_content(relpath, data) if loaded is None else _job_of(relpath, data, loaded)
         if used is not None:
             used[(relpath, key or b"")] = job
         return job
@@ -292,18 +301,30 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
             used_blobs[oid] = key
             found[relpath] = job
         blobs = read_blobs(sorted({oid for _, oid in unread}), MAX_JOB_FILE_BYTES) if unread else {}
-        for relpath, oid in unread:
-            size, data = blobs[oid]
-            try:
-                if data is None or size > MAX_JOB_FILE_BYTES:
-                    raise _too_big(size)
-                key = digest(data) if cache is not None else None
-                found[relpath] = _content_job(relpath, data, cache, used, key)
-            except JobDefinitionError as exc:
-                errors.append((relpath, str(exc)))
-                continue
-            if key is not None:
-                used_blobs[oid] = key
+        # A large load (a fresh start) has part of the files parsed by a second process meanwhile.
+        aside: list[tuple[str, str]] = []
+        if document_helper.worth_it(len(unread)):
+            cut = len(unread) - int(len(unread) * document_helper.HELPER_SHARE)
+            mine, theirs = unread[:cut], unread[cut:]
+            aside = [(p, oid) for p, oid in theirs if blobs[oid][1] is not None]
+            unread = mine + [(p, oid) for p, oid in theirs if blobs[oid][1] is None]  # too big
+        helper = None
+        if aside:
+            helper = document_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])
+        for batch in (unread, aside):
+            loaded = helper.results() if batch is aside and helper is not None else [None] * len(batch)
+            for (relpath, oid), pre in zip(batch, loaded):
+                size, data = blobs[oid]
+                try:
+                    if data is None or size > MAX_JOB_FILE_BYTES:
+                        raise _too_big(size)
+                    key = digest(data) if cache is not None else None
+                    found[relpath] = _content_job(relpath, data, cache, used, key, pre)
+                except JobDefinitionError as exc:
+                    errors.append((relpath, str(exc)))
+                    continue
+                if key is not None:
+                    used_blobs[oid] = key
         jobs: dict[str, Job] = {}
         for relpath in files:   # in the order load_repository gives
             job = found.get(relpath)

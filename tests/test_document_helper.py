@@ -1,0 +1,114 @@
+"""A large load parses part of its job files in a second process (overseer/document_helper.py):
+the jobs and errors are those of an in-process parse, whatever the helper gives back or fails
+to give. Real git repositories and a real helper process."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+
+from overseer import document_helper
+from overseer import jobs as jobmodel
+from overseer.job_documents import load_document
+from overseer.snapshots import Snapshots
+
+from .conftest import JobRepo
+
+FILES = {
+    **{f"team{i % 3}/job{i:03d}.yml": f"description: job {i}\ncommand: echo {{{{ who }}}} {i}\n"
+       f"vars:\n  - name: who\n    default: w{i}\nenv:\n  N: '{i}'\n" for i in range(40)},
+    **{f"json/j{i}.json": f'{{"command": "echo json {i}", "timeout": {i + 1}}}' for i in range(6)},
+    "odd/when.yml": "command: echo t\ndescription: 2024-01-01\n",  # a YAML date: not plain data
+    "odd/set.yml": "command: echo s\ndescription: !!set {a, b}\n",
+    "odd/anchors.yml": "command: &c echo a\ndescription: *c\n",
+    "zz/bad.yml": "command: [unclosed\n",
+    "zz/empty.yml": "",
+    "zz/list.yml": "- a\n- b\n",
+    "zz/typo.yml": "comand: echo\n",
+    "zz/dup.json": '{"command": "a", "command": "b"}',
+    "zz/notutf8.yml": b"command: \xff\xfe\n",
+}
+
+
+@pytest.fixture
+def commit(tmp_path):
+    repo = JobRepo(tmp_path / "jobs")
+    sha = repo.commit(FILES, "many files")
+    return Snapshots(tmp_path / "snapshots", repo.root / ".git", dict(os.environ)), sha
+
+
+def _load(snaps, sha):
+    return jobmodel.load_tree(snaps.tree(sha), snaps.read_blobs)
+
+
+def _counting(monkeypatch) -> list:
+    """Record how many documents each helper gave back."""
+    given = []
+    results = document_helper.Aside.results
+
+    def counted(self):
+        out = results(self)
+        given.append(sum(r is not None for r in out))
+        return out
+    monkeypatch.setattr(document_helper.Aside, "results", counted)
+    return given
+
+
+def test_the_helper_gives_what_an_in_process_parse_gives(commit, monkeypatch):
+    snaps, sha = commit
+    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
+    alone, alone_errors = _load(snaps, sha)
+    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
+    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    monkeypatch.setattr(document_helper, "HELPER_SHARE", 0.9)  # the odd and bad files go to it
+    given = _counting(monkeypatch)
+    helped, helped_errors = _load(snaps, sha)
+    assert len(given) == 1 and given[0] >= 30, given  # it was used, for most of its share
+    assert sorted(helped) == sorted(alone) and len(alone) == 40 + 6 + 1
+    for name in alone:
+        assert helped[name] == alone[name] and helped[name].definition == alone[name].definition, name
+    assert helped["odd.anchors"].definition["description"] == "echo a"
+    assert helped_errors == alone_errors   # worded the same, a date or a set named as such
+    assert {f for f, _ in alone_errors} == {"odd/when.yml", "odd/set.yml", "zz/bad.yml", "zz/empty.yml",
+                                            "zz/list.yml", "zz/typo.yml", "zz/dup.json", "zz/notutf8.yml"}
+
+
+def test_a_helper_that_fails_costs_no_result(commit, monkeypatch, caplog):
+    snaps, sha = commit
+    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
+    alone, alone_errors = _load(snaps, sha)
+    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
+    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    given = _counting(monkeypatch)
+    for broken in ("/bin/false", "/nonexistent/python"):
+        monkeypatch.setattr(sys, "executable", broken)
+        with caplog.at_level(logging.WARNING, logger="overseer.document_helper"):
+            caplog.clear()
+            helped, helped_errors = _load(snaps, sha)
+        assert sorted(helped) == sorted(alone) and helped_errors == alone_errors
+        assert "parsing" in caplog.text and "in-process" in caplog.text, caplog.text
+    assert given == [0, 0]
+
+
+def test_the_helper_answers_plain_documents_only():
+    items = [(False, b"command: echo a\nvars: [{name: x}]\n"), (True, b'{"command": "j", "n": 1.5}'),
+             (False, b"when: 2024-01-01\n"), (False, b"a: [unclosed\n"), (False, b""),
+             (False, b"a: &x [1]\nb: *x\n")]
+    got = document_helper.Aside(items).results()
+    assert got[0] == load_document(items[0][1], False) and got[0][1] is True
+    assert got[1] == load_document(items[1][1], True)
+    assert got[2] is None and got[3] is None          # a date is not plain data; an error is not
+    assert got[4] == (None, True)                     # an empty document: the caller says so
+    assert got[5] == ({"a": [1], "b": [1]}, True)
+
+
+def test_small_loads_and_one_cpu_need_no_helper(monkeypatch):
+    assert not document_helper.worth_it(document_helper.MIN_FILES - 1)
+    assert document_helper.worth_it(document_helper.MIN_FILES) == ((os.cpu_count() or 1) > 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert not document_helper.worth_it(10 * document_helper.MIN_FILES)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
+    assert not document_helper.worth_it(10 * document_helper.MIN_FILES)
