@@ -172,6 +172,21 @@ def http_starter(client: Http, path: str, ok: int) -> Callable[[], Callable[[], 
     return start
 
 
+def round_trip_samples(client: Http, path: str, n: int, gap: float = 0.01, warmup: int = 10) -> list[float]:
+    """`GET path` on a kept-alive connection, `gap` s apart: the time to the whole answer, in ms."""
+    out = []
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        status, body = client.request("GET", path)
+        t1 = time.perf_counter()
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        if i >= warmup:
+            out.append((t1 - t0) * 1000)
+        time.sleep(gap)
+    return out
+
+
 def case_latency(ctx: Context) -> list[dict]:
     s = ctx.sizes
     work = ctx.dir("1-latency")
@@ -190,6 +205,9 @@ def case_latency(ctx: Context) -> list[dict]:
                                                s.latency_samples),
             "popen": lambda: latency_samples(popen_starter(command), fifo, s.latency_samples),
             "posix_spawn": lambda: latency_samples(spawn_starter(command), fifo, s.latency_samples),
+            # The HTTP layers alone, answering a request that starts nothing, spaced the same.
+            "overseer GET /health": lambda: round_trip_samples(o_client, "/health", s.latency_samples),
+            "webhook GET /": lambda: round_trip_samples(w_client, "/", s.latency_samples),
         }
         with ctx.profile("1-latency", server.pid):
             got = _interleaved(s.reps, variants)
@@ -199,6 +217,7 @@ def case_latency(ctx: Context) -> list[dict]:
         server.stop()
         hook.stop()
         fifo.close()
+    health, root = got.pop("overseer GET /health"), got.pop("webhook GET /")
     base = {k: v for k, v in got.items() if k != "overseer"}
     p50 = lambda runs: [statistics.median(r) for r in runs]  # noqa: E731
     p99 = lambda runs: [percentile(r, 99) for r in runs]  # noqa: E731
@@ -207,6 +226,8 @@ def case_latency(ctx: Context) -> list[dict]:
             {k: p50(v) for k, v in base.items()}, target={"vs": "webhook", "ratio": 1.0}),
         row(1, "latency_p99", "trigger to process start, p99", "ms", p99(got["overseer"]),
             {k: p99(v) for k, v in base.items()}, target={"vs": "webhook", "ratio": 1.5}),
+        row(1, "http_round_trip_p50", "HTTP round trip starting nothing, p50", "ms", p50(health),
+            {"webhook GET /": p50(root)}, extra={"overseer_path": "GET /health"}),
     ]
 
 
