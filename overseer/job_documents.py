@@ -149,17 +149,12 @@ class _Loader(_LOADER):  # type: ignore[misc, valid-type]
         return None
 
 
-def parse_document(data: bytes, is_json: bool) -> Any:
-    """The document of a job file.
+def load_document(data: bytes, is_json: bool) -> tuple[Any, bool]:
+    """``(document, plain)``: the document of a job file, and whether :func:`jsonable` would give
+    it back unchanged (JSON types only, finite numbers, text keys).
 
     Raises json.JSONDecodeError, ValueError (a duplicate JSON key, bad encoding) or yaml.YAMLError.
     """
-    return load_document(data, is_json)[0]
-
-
-def load_document(data: bytes, is_json: bool) -> tuple[Any, bool]:
-    """``(document, plain)``: :func:`parse_document`'s document, and whether :func:`jsonable` would
-    give it back unchanged (JSON types only, finite numbers, text keys)."""
     if is_json:
         state = [0, True]
 

@@ -440,11 +440,11 @@ def test_huge_numbers_are_errors_of_their_file(tmp_path, content, fragment):
 ])
 def test_a_definition_is_the_document_as_json(tmp_path, name, content):
     """A plain document is its own definition; any other is converted, as before."""
-    from overseer.job_documents import jsonable, parse_document
+    from overseer.job_documents import jsonable, load_document
 
     write(tmp_path, {name: content})
     jobs, errors = load_repository(tmp_path)
-    doc = parse_document(content.encode(), name.endswith(".json"))
+    doc, _plain = load_document(content.encode(), name.endswith(".json"))
     definition = jobs[job_name_for(name)].definition
     assert definition == jsonable(doc)
     assert json.dumps(definition, allow_nan=False) == json.dumps(jsonable(doc), allow_nan=False)
