@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MIN_FILES = 2000       # below this the helper's start (about 0.1 s) outweighs what it takes over
 HELPER_SHARE = 0.5     # of the files: the caller also checks the documents the helper gives back
 TIMEOUT = 120.0        # seconds for the helper's whole share before it is given up
+MAX_BYTES = 64 << 20   # of files handed over (they are copied once to be sent): the rest stay here
 
 
 def worth_it(count: int) -> bool:

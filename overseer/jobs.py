@@ -305,9 +305,15 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
         aside: list[tuple[str, str]] = []
         if document_helper.worth_it(len(unread)):
             cut = len(unread) - int(len(unread) * document_helper.HELPER_SHARE)
-            mine, theirs = unread[:cut], unread[cut:]
-            aside = [(p, oid) for p, oid in theirs if blobs[oid][1] is not None]
-            unread = mine + [(p, oid) for p, oid in theirs if blobs[oid][1] is None]  # too big
+            mine, budget = unread[:cut], document_helper.MAX_BYTES
+            for relpath, oid in unread[cut:]:   # too big for a job file, or for the helper: here
+                data = blobs[oid][1]
+                if data is not None and len(data) <= budget:
+                    aside.append((relpath, oid))
+                    budget -= len(data)
+                else:
+                    mine.append((relpath, oid))
+            unread = mine
         helper = None
         if aside:
             helper = document_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])

@@ -92,6 +92,21 @@ def test_a_helper_that_fails_costs_no_result(commit, monkeypatch, caplog):
     assert given == [0, 0]
 
 
+def test_the_helper_takes_files_up_to_its_byte_budget(commit, monkeypatch):
+    snaps, sha = commit
+    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    monkeypatch.setattr(document_helper, "HELPER_SHARE", 1.0)
+    monkeypatch.setattr(document_helper, "MAX_BYTES", 600)   # a few of the files, not all
+    sent = []
+    init = document_helper.Aside.__init__
+    monkeypatch.setattr(document_helper.Aside, "__init__",
+                        lambda self, items: (sent.append(items), init(self, items))[1])
+    helped, _errors = _load(snaps, sha)
+    assert len(sent) == 1 and 0 < len(sent[0]) < len(FILES) - 1
+    assert sum(len(data) for _, data in sent[0]) <= 600
+    assert len(helped) == 40 + 6 + 1
+
+
 def test_the_helper_answers_plain_documents_only():
     items = [(False, b"command: echo a\nvars: [{name: x}]\n"), (True, b'{"command": "j", "n": 1.5}'),
              (False, b"when: 2024-01-01\n"), (False, b"a: [unclosed\n"), (False, b""),
