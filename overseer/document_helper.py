@@ -10,7 +10,8 @@ helper that cannot start, fails or is too slow costs no result: its files are pa
 
 The protocol is ``marshal`` both ways (data only: nothing in it runs code when loaded): stdin a
 list of ``(is_json, bytes)``, stdout a list holding, for each, ``marshal.dumps(document)`` or
-``None``.
+``None``. The one argument is the path of the caller's ``overseer/job_documents.py``: a helper
+whose interpreter imports other code than the caller's refuses (exit status 3).
 """
 from __future__ import annotations
 
@@ -42,8 +43,13 @@ class Aside:
     def __init__(self, items: list[tuple[bool, bytes]]):
         self.count = len(items)
         self.proc: Optional[subprocess.Popen] = None
+        from overseer import job_documents
+
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "overseer.document_helper"],
+            # The helper checks that it loads the same code as this process (a server started
+            # from another tree than the interpreter's own install would not): else it exits.
+            self.proc = subprocess.Popen([sys.executable, "-m", "overseer.document_helper",
+                                          job_documents.__file__],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
         except OSError as e:
@@ -102,6 +108,12 @@ def _answer(is_json: bool, data: bytes) -> Optional[bytes]:
 
 
 def main() -> int:
+    from overseer import job_documents
+
+    if len(sys.argv) != 2 or os.path.realpath(sys.argv[1]) != os.path.realpath(job_documents.__file__):
+        print(f"overseer.document_helper: this is {job_documents.__file__}, not the caller's "
+              f"{sys.argv[1:]}", file=sys.stderr)
+        return 3
     items = marshal.loads(sys.stdin.buffer.read())
     sys.stdout.buffer.write(marshal.dumps([_answer(is_json, data) for is_json, data in items]))
     sys.stdout.buffer.flush()

@@ -107,6 +107,23 @@ def test_the_helper_takes_files_up_to_its_byte_budget(commit, monkeypatch):
     assert len(helped) == 40 + 6 + 1
 
 
+def test_a_helper_running_other_code_refuses(tmp_path):
+    """A helper whose interpreter imports another copy of overseer than the caller's (a server
+    started from a source tree beside an install, say) refuses, and the caller parses itself."""
+    import shutil
+    import subprocess
+
+    other = tmp_path / "elsewhere"
+    shutil.copytree(os.path.dirname(document_helper.__file__), other / "overseer",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (other / "overseer" / "__init__.py").write_text("")
+    own = os.path.join(os.path.dirname(document_helper.__file__), "job_documents.py")
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                        "import runpy; runpy.run_module('overseer.document_helper', run_name='__main__')",
+                        str(other), own], input=b"\x5b\x00\x00\x00\x00", capture_output=True, timeout=60)
+    assert r.returncode == 3 and b"not the caller's" in r.stderr, r
+
+
 def test_the_helper_answers_plain_documents_only():
     items = [(False, b"command: echo a\nvars: [{name: x}]\n"), (True, b'{"command": "j", "n": 1.5}'),
              (False, b"when: 2024-01-01\n"), (False, b"a: [unclosed\n"), (False, b""),
