@@ -13,10 +13,10 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from overseer import render
@@ -45,51 +45,54 @@ def unknown_key(key: Any, allowed: tuple[str, ...], where: str = "") -> JobDefin
 
 
 def script_field(root: Path, script: Any) -> str:
-    if not isinstance(script, str) or not script.strip() or "\0" in script:
-        raise definition_error(f"script: {script!r} is not a path")
-    scripts = Path(root) / "scripts"
-    if os.path.isabs(script):
-        raise definition_error(f"script: {script!r} must be a path relative to scripts/")
-    rel = script
-    if rel.startswith("scripts/") and not (scripts / rel).exists() and (Path(root) / rel).exists():
-        rel = rel[len("scripts/"):]
-    real_scripts = os.path.realpath(scripts)
-    target = os.path.realpath(scripts / rel)
-    if os.path.commonpath([real_scripts, target]) != real_scripts or target == real_scripts:
-        raise definition_error(f"script: {script!r} is outside scripts/")
-    try:
-        mode = os.stat(target).st_mode
-    except OSError:
-        raise definition_error(f"script: {script!r} does not exist under scripts/") from None
-    if not stat.S_ISREG(mode):
-        raise definition_error(f"script: {script!r} is not a regular file")
-    if not mode & 0o111:
-        raise definition_error(f"script: {script!r} is not executable (git update-index --chmod=+x)")
-    return Path(os.path.normpath(rel)).as_posix()
+    """The ``script:`` path checked against a working tree at ``root``: relative to ``scripts/``
+    (a leading ``scripts/`` is taken as written when only that reading exists), inside it after
+    symlinks, a regular executable file. Returns it normalised; raises naming what is wrong."""
+    base = Path(root)
+
+    def kind(target: str) -> Optional[tuple[bool, bool]]:
+        try:
+            mode = os.stat(target).st_mode
+        except OSError:
+            return None
+        return stat.S_ISREG(mode), bool(mode & 0o111)
+    return _script(script, lambda rel: (base / rel).exists(), lambda rel: os.path.realpath(base / rel), kind)
 
 
 def tree_script_field(tree: Tree, script: Any) -> str:
-    """:func:`script_field` asked of ``tree`` (its snapshot root as ``root``): the same checks in the same
-    order, with the same messages. ``Path(root) / "scripts" / rel`` is pathlib's join, which drops
-    empty and ``.`` parts: ``_joined`` does the same."""
+    """:func:`script_field` asked of ``tree`` (its snapshot root as ``root``): the same checks in the
+    same order, with the same messages. ``Path(root) / rel`` is pathlib's join, which drops empty
+    and ``.`` parts: ``_joined`` does the same."""
+    def kind(target: str) -> Optional[tuple[bool, bool]]:
+        found, _error = tree.resolve(tree.relative(target))
+        if found is None:
+            return None
+        return (True, bool(found[2])) if found[0] == "file" else (False, False)
+    return _script(script, lambda rel: tree.exists(_joined(rel)), lambda rel: tree.realpath(_joined(rel)),
+                   kind)
+
+
+def _script(script: Any, exists: Callable[[str], bool], realpath: Callable[[str], str],
+            kind: Callable[[str], Optional[tuple[bool, bool]]]) -> str:
+    """The checks of both: ``exists`` and ``realpath`` of a path relative to the root, ``kind`` of
+    a real path (``(regular file, executable)``, None when missing)."""
     if not isinstance(script, str) or not script.strip() or "\0" in script:
         raise definition_error(f"script: {script!r} is not a path")
     if os.path.isabs(script):
         raise definition_error(f"script: {script!r} must be a path relative to scripts/")
     rel = script
-    if (rel.startswith("scripts/") and not tree.exists(_joined("scripts", rel))
-            and tree.exists(_joined(rel))):
+    if rel.startswith("scripts/") and not exists(f"scripts/{rel}") and exists(rel):
         rel = rel[len("scripts/"):]
-    real_scripts = tree.realpath("scripts")
-    target = tree.realpath(_joined("scripts", rel))
+    real_scripts = realpath("scripts")
+    target = realpath(f"scripts/{rel}")
     if os.path.commonpath([real_scripts, target]) != real_scripts or target == real_scripts:
         raise definition_error(f"script: {script!r} is outside scripts/")
-    kind, _error = tree.resolve(tree.relative(target))
-    if kind is None:
+    found = kind(target)
+    if found is None:
         raise definition_error(f"script: {script!r} does not exist under scripts/")
-    if kind[0] != "file":
+    if not found[0]:
         raise definition_error(f"script: {script!r} is not a regular file")
-    if not kind[2]:
+    if not found[1]:
         raise definition_error(f"script: {script!r} is not executable (git update-index --chmod=+x)")
     return Path(os.path.normpath(rel)).as_posix()
 
