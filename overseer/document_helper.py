@@ -9,18 +9,21 @@ itself. So an error, a YAML timestamp or a set is worded and built exactly as in
 helper that cannot start, fails or is too slow costs no result: its files are parsed in-process.
 
 The protocol is ``marshal`` both ways (data only: nothing in it runs code when loaded): stdin a
-list of ``(is_json, bytes)``, stdout a list holding, for each, ``marshal.dumps(document)`` or
-``None``. The one argument is the path of the caller's ``overseer/job_documents.py``: a helper
-whose interpreter imports other code than the caller's refuses (exit status 3).
+list of ``(is_json, bytes)``; stdout frames, each a 4-byte little-endian length and a marshalled
+list holding, for each of the next ``FRAME`` items, ``marshal.dumps(document)`` or ``None``.
+The arguments are the path of the caller's ``overseer/job_documents.py`` (a helper whose
+interpreter imports other code than the caller's refuses: exit status 3) and ``FRAME``.
 """
 from __future__ import annotations
 
 import logging
 import marshal
 import os
+import queue
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Optional
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ MIN_FILES = 2000       # below this the helper's start (about 0.1 s) outweighs w
 HELPER_SHARE = 0.5     # of the files: the caller also checks the documents the helper gives back
 TIMEOUT = 120.0        # seconds for the helper's whole share before it is given up
 MAX_BYTES = 64 << 20   # of files handed over (they are copied once to be sent): the rest stay here
+FRAME = 250            # answers per frame of the helper's output
 
 
 def worth_it(count: int) -> bool:
@@ -38,63 +42,97 @@ def worth_it(count: int) -> bool:
 
 
 class Aside:
-    """``items`` (``(is_json, bytes)``) parsed by a helper process, started at once."""
+    """``items`` (``(is_json, bytes)``) parsed by a helper process, started at once. Its answers
+    come in frames of ``FRAME`` items, in order, as it parses: :meth:`take` hands over those in,
+    so the caller checks them between its own files instead of after."""
 
     def __init__(self, items: list[tuple[bool, bytes]]):
         self.count = len(items)
+        self.taken = 0
         self.proc: Optional[subprocess.Popen] = None
+        self._frames: queue.SimpleQueue = queue.SimpleQueue()
+        self._deadline = time.monotonic() + TIMEOUT
+        self._failed = False
         from overseer import job_documents
 
         try:
             # The helper checks that it loads the same code as this process (a server started
             # from another tree than the interpreter's own install would not): else it exits.
             self.proc = subprocess.Popen([sys.executable, "-m", "overseer.document_helper",
-                                          job_documents.__file__],
+                                          job_documents.__file__, str(FRAME)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
         except OSError as e:
             log.warning("job documents: cannot start the parse helper (%s); parsing in-process", e)
+            self._failed = True
             return
         request = marshal.dumps(items)
-        self._feeder = threading.Thread(target=self._feed, args=(request,), name="parse-helper", daemon=True)
-        self._feeder.start()
+        threading.Thread(target=self._feed, args=(request,), name="parse-helper-in", daemon=True).start()
+        threading.Thread(target=self._read, name="parse-helper-out", daemon=True).start()
 
     def _feed(self, request: bytes) -> None:
         try:
             self.proc.stdin.write(request)
             self.proc.stdin.close()
         except (BrokenPipeError, ValueError, OSError):
-            pass  # the helper ended early: results() says so
+            pass  # the helper ended early: its answers say so
 
-    def results(self) -> list[Optional[tuple[Any, bool]]]:
-        """For each item, ``(document, True)`` from the helper, or None: parse it yourself."""
-        none: list[Optional[tuple[Any, bool]]] = [None] * self.count
-        if self.proc is None:
-            return none
-        timer = threading.Timer(TIMEOUT, self.proc.kill)
-        timer.daemon = True
-        timer.start()
+    def _read(self) -> None:
+        """The helper's frames into the queue; then None, or the reason it failed."""
+        out, got, failure = self.proc.stdout, 0, None
         try:
-            out = self.proc.stdout.read()
-            err = self.proc.stderr.read()
+            while got < self.count:
+                head = out.read(4)
+                frame = out.read(int.from_bytes(head, "little")) if len(head) == 4 else b""
+                answers = marshal.loads(frame)
+                if not answers or got + len(answers) > self.count:
+                    raise ValueError(f"a frame of {len(answers)} answers after {got} of {self.count}")
+                got += len(answers)
+                self._frames.put([None if d is None else (marshal.loads(d), True) for d in answers])
             status = self.proc.wait()
-        finally:
-            timer.cancel()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-        self._feeder.join()
-        try:
             if status != 0:
-                raise ValueError(f"exit status {status}")
-            docs = marshal.loads(out)
-            if len(docs) != self.count:
-                raise ValueError(f"{len(docs)} answers for {self.count} files")
-            return [None if d is None else (marshal.loads(d), True) for d in docs]
-        except (ValueError, EOFError, TypeError) as e:
-            detail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            log.warning("job documents: the parse helper failed (%s%s); parsing its files in-process",
-                        e, f": {detail[0]}" if detail[0] else "")
-            return none
+                failure = f"exit status {status}"
+        except (ValueError, EOFError, TypeError, OSError) as e:
+            self.proc.kill()
+            status = self.proc.wait()
+            detail = self.proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+            failure = f"{e}; exit status {status}" + (f": {detail[0]}" if detail else "")
+        finally:
+            out.close()
+            self.proc.stderr.close()
+        self._frames.put(failure)
+
+    def take(self, wait: bool) -> list[Optional[tuple[Any, bool]]]:
+        """The next answers, in order: for each item ``(document, True)``, or None (parse it
+        yourself). Without ``wait``, those in now (maybe none); with it, at least one unless all
+        are taken. A helper that failed or ran out of time answers None for the rest."""
+        out: list = []
+        while self.taken + len(out) < self.count:
+            if self._failed:
+                out += [None] * (self.count - self.taken - len(out))
+                break
+            try:
+                if wait and not out:
+                    frame = self._frames.get(timeout=max(0.0, self._deadline - time.monotonic()))
+                else:
+                    frame = self._frames.get_nowait()
+            except queue.Empty:
+                if wait and not out:   # out of time
+                    self._give_up(f"it took over {TIMEOUT:.0f} s")
+                    continue
+                break
+            if isinstance(frame, list):
+                out += frame
+            else:
+                self._give_up(frame or "it ended early")
+        self.taken += len(out)
+        return out
+
+    def _give_up(self, why: str) -> None:
+        self._failed = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        log.warning("job documents: the parse helper failed (%s); parsing its files in-process", why)
 
 
 def _answer(is_json: bool, data: bytes) -> Optional[bytes]:
@@ -110,13 +148,17 @@ def _answer(is_json: bool, data: bytes) -> Optional[bytes]:
 def main() -> int:
     from overseer import job_documents
 
-    if len(sys.argv) != 2 or os.path.realpath(sys.argv[1]) != os.path.realpath(job_documents.__file__):
+    if len(sys.argv) != 3 or os.path.realpath(sys.argv[1]) != os.path.realpath(job_documents.__file__):
         print(f"overseer.document_helper: this is {job_documents.__file__}, not the caller's "
-              f"{sys.argv[1:]}", file=sys.stderr)
+              f"{sys.argv[1:2]}", file=sys.stderr)
         return 3
+    per_frame = max(1, int(sys.argv[2]))
     items = marshal.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(marshal.dumps([_answer(is_json, data) for is_json, data in items]))
-    sys.stdout.buffer.flush()
+    out = sys.stdout.buffer
+    for at in range(0, len(items), per_frame):
+        frame = marshal.dumps([_answer(is_json, data) for is_json, data in items[at:at + per_frame]])
+        out.write(len(frame).to_bytes(4, "little") + frame)
+        out.flush()
     return 0
 
 

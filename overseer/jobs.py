@@ -314,23 +314,38 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
                 else:
                     mine.append((relpath, oid))
             unread = mine
+
+        def one(relpath: str, oid: str, loaded: tuple[Any, bool] | None) -> None:
+            size, data = blobs[oid]
+            try:
+                if data is None or size > MAX_JOB_FILE_BYTES:
+                    raise _too_big(size)
+                key = digest(data) if cache is not None else None
+                found[relpath] = _content_job(relpath, data, cache, used, key, loaded)
+            except JobDefinitionError as exc:
+                errors.append((relpath, str(exc)))
+                return
+            if key is not None:
+                used_blobs[oid] = key
+
         helper = None
         if aside:
             helper = document_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])
-        for batch in (unread, aside):
-            loaded = helper.results() if batch is aside and helper is not None else [None] * len(batch)
-            for (relpath, oid), pre in zip(batch, loaded):
-                size, data = blobs[oid]
-                try:
-                    if data is None or size > MAX_JOB_FILE_BYTES:
-                        raise _too_big(size)
-                    key = digest(data) if cache is not None else None
-                    found[relpath] = _content_job(relpath, data, cache, used, key, pre)
-                except JobDefinitionError as exc:
-                    errors.append((relpath, str(exc)))
-                    continue
-                if key is not None:
-                    used_blobs[oid] = key
+
+        def helped(wait: bool) -> None:   # the helper's answers in so far (all, with wait)
+            while helper.taken < len(aside):
+                at = helper.taken
+                answers = helper.take(wait)
+                for (relpath, oid), loaded in zip(aside[at:], answers):
+                    one(relpath, oid, loaded)
+                if not wait:
+                    return
+        for n, (relpath, oid) in enumerate(unread, 1):
+            one(relpath, oid, None)
+            if helper is not None and n % document_helper.FRAME == 0:
+                helped(wait=False)
+        if helper is not None:
+            helped(wait=True)
         jobs: dict[str, Job] = {}
         for relpath in files:   # in the order load_repository gives
             job = found.get(relpath)
