@@ -127,21 +127,31 @@ def _wait_pid(pid: int) -> None:
 
 
 # -- (1) trigger-to-process-start latency ------------------------------------------------------
-def latency_samples(start: Callable[[], Callable[[], None]], fifo: Fifo, n: int, gap: float = 0.01,
-                    warmup: int = 10) -> list[float]:
-    """`start()` starts one run and returns its completion (reap, read the answer); the time from
-    just before `start()` to the FIFO read, in ms, `n` times, `gap` s apart."""
+def timed_samples(timed: Callable[[], Callable[[], None]], n: int, gap: float = 0.01,
+                  warmup: int = 10) -> list[float]:
+    """How long `timed()` takes, in ms, `n` times after `warmup`, `gap` s apart; what it returns
+    is called after the clock stops (a reap, a check of the answer)."""
     out = []
     for i in range(warmup + n):
         t0 = time.perf_counter()
-        finish = start()
-        fifo.read(64)
+        after = timed()
         t1 = time.perf_counter()
-        finish()
+        after()
         if i >= warmup:
             out.append((t1 - t0) * 1000)
         time.sleep(gap)
     return out
+
+
+def latency_samples(start: Callable[[], Callable[[], None]], fifo: Fifo, n: int, gap: float = 0.01,
+                    warmup: int = 10) -> list[float]:
+    """`start()` starts one run and returns its completion (reap, read the answer); the time from
+    just before `start()` to the FIFO read, in ms, `n` times, `gap` s apart."""
+    def timed() -> Callable[[], None]:
+        finish = start()
+        fifo.read(64)
+        return finish
+    return timed_samples(timed, n, gap, warmup)
 
 
 def popen_starter(command: str) -> Callable[[], Callable[[], None]]:
@@ -172,19 +182,16 @@ def http_starter(client: Http, path: str, ok: int) -> Callable[[], Callable[[], 
     return start
 
 
-def round_trip_samples(client: Http, path: str, n: int, gap: float = 0.01, warmup: int = 10) -> list[float]:
-    """`GET path` on a kept-alive connection, `gap` s apart: the time to the whole answer, in ms."""
-    out = []
-    for i in range(warmup + n):
-        t0 = time.perf_counter()
+def round_trip_samples(client: Http, path: str, n: int) -> list[float]:
+    """`GET path` on a kept-alive connection, 10 ms apart: the time to the whole answer, in ms."""
+    def timed() -> Callable[[], None]:
         status, body = client.request("GET", path)
-        t1 = time.perf_counter()
-        if status != 200:
-            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
-        if i >= warmup:
-            out.append((t1 - t0) * 1000)
-        time.sleep(gap)
-    return out
+
+        def check() -> None:
+            if status != 200:
+                raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        return check
+    return timed_samples(timed, n)
 
 
 def case_latency(ctx: Context) -> list[dict]:
