@@ -76,7 +76,6 @@ class _Worker(threading.Thread):
 
         self.session = requests.Session()
         self.session.trust_env = False  # never send job webhooks through an environment proxy
-        self.failures = requests.RequestException
         self.stopping = False
 
     def run(self) -> None:
@@ -92,6 +91,8 @@ class _Worker(threading.Thread):
             self.deliver(*item)
 
     def deliver(self, event: EventRecorded, body: bytes) -> bool:
+        import requests  # loaded by __init__ already
+
         headers = {"Content-Type": "application/json", "User-Agent": "overseer-webhook"}
         if self.secret:
             digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
@@ -107,7 +108,7 @@ class _Worker(threading.Thread):
                     return True
                 retry = r.status_code >= 500 or r.status_code == 429
                 outcome = f"HTTP {r.status_code}"
-            except self.failures as e:
+            except requests.RequestException as e:
                 retry = True
                 outcome = type(e).__name__
             if not retry or attempt == MAX_ATTEMPTS or self.stopping:

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any, Optional
 
+from overseer import job_documents
+
 log = logging.getLogger(__name__)
 
 MIN_FILES = 2000       # below this the helper's start (about 0.1 s) outweighs what it takes over
@@ -53,8 +55,6 @@ class Aside:
         self._frames: queue.SimpleQueue = queue.SimpleQueue()
         self._deadline = time.monotonic() + TIMEOUT
         self._failed = False
-        from overseer import job_documents
-
         try:
             # The helper checks that it loads the same code as this process (a server started
             # from another tree than the interpreter's own install would not): else it exits.
@@ -136,18 +136,14 @@ class Aside:
 
 
 def _answer(is_json: bool, data: bytes) -> Optional[bytes]:
-    from overseer.job_documents import load_document
-
     try:
-        doc, plain = load_document(data, is_json)
+        doc, plain = job_documents.load_document(data, is_json)
         return marshal.dumps(doc) if plain else None
     except Exception:  # noqa: BLE001 - the caller parses it again and words the error
         return None
 
 
 def main() -> int:
-    from overseer import job_documents
-
     if len(sys.argv) != 3 or os.path.realpath(sys.argv[1]) != os.path.realpath(job_documents.__file__):
         print(f"overseer.document_helper: this is {job_documents.__file__}, not the caller's "
               f"{sys.argv[1:2]}", file=sys.stderr)
