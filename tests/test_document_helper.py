@@ -56,6 +56,15 @@ def _counting(monkeypatch) -> list:
     return given
 
 
+def _alone(snaps, sha, monkeypatch):
+    """The load with no helper, then a helper for loads of 10 files or more."""
+    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
+    alone = _load(snaps, sha)
+    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
+    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    return alone
+
+
 def _answers(aside: document_helper.Aside) -> list:
     out = []
     while aside.taken < aside.count:
@@ -65,10 +74,7 @@ def _answers(aside: document_helper.Aside) -> list:
 
 def test_the_helper_gives_what_an_in_process_parse_gives(commit, monkeypatch):
     snaps, sha = commit
-    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
-    alone, alone_errors = _load(snaps, sha)
-    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    alone, alone_errors = _alone(snaps, sha, monkeypatch)
     monkeypatch.setattr(document_helper, "HELPER_SHARE", 0.9)  # the odd and bad files go to it
     given = _counting(monkeypatch)
     helped, helped_errors = _load(snaps, sha)
@@ -84,10 +90,7 @@ def test_the_helper_gives_what_an_in_process_parse_gives(commit, monkeypatch):
 
 def test_a_helper_that_fails_costs_no_result(commit, monkeypatch, caplog):
     snaps, sha = commit
-    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
-    alone, alone_errors = _load(snaps, sha)
-    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    alone, alone_errors = _alone(snaps, sha, monkeypatch)
     given = _counting(monkeypatch)
     for broken in ("/bin/false", "/nonexistent/python"):
         monkeypatch.setattr(sys, "executable", broken)
@@ -116,7 +119,8 @@ def test_the_helper_takes_files_up_to_its_byte_budget(commit, monkeypatch):
 
 def test_a_helper_running_other_code_refuses(tmp_path):
     """A helper whose interpreter imports another copy of overseer than the caller's (a server
-    started from a source tree beside an install, say) refuses, and the caller parses itself."""
+    started from a source tree beside an install, say) refuses with exit status 3 (a failed
+    helper's files are parsed by the caller: the test above)."""
     import shutil
     import subprocess
 
@@ -132,12 +136,9 @@ def test_a_helper_running_other_code_refuses(tmp_path):
     assert r.returncode == 3 and b"not the caller's" in r.stderr, r
 
 
-def test_answers_come_in_frames_and_are_checked_between_own_files(commit, monkeypatch):
+def test_answers_in_several_frames_give_the_same_jobs(commit, monkeypatch):
     snaps, sha = commit
-    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
-    alone, alone_errors = _load(snaps, sha)
-    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    alone, alone_errors = _alone(snaps, sha, monkeypatch)
     monkeypatch.setattr(document_helper, "FRAME", 3)
     given = _counting(monkeypatch)
     helped, helped_errors = _load(snaps, sha)
@@ -148,10 +149,7 @@ def test_answers_come_in_frames_and_are_checked_between_own_files(commit, monkey
 def test_a_helper_cut_short_mid_stream_costs_no_result(commit, monkeypatch, tmp_path, caplog):
     """Its output ends inside a frame: the answers in so far are used, the rest parsed here."""
     snaps, sha = commit
-    monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
-    alone, alone_errors = _load(snaps, sha)
-    monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    alone, alone_errors = _alone(snaps, sha, monkeypatch)
     monkeypatch.setattr(document_helper, "FRAME", 2)
     wrapper = tmp_path / "python-cut-short"
     wrapper.write_text(f"#!/bin/sh\n'{sys.executable}' \"$@\" | head -c 700\n")
