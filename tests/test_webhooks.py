@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
-from .conftest import free_port, wait_finished
+from .conftest import free_port, wait_finished, wait_for
 
 
 def test_webhooks_in_order_with_dead_and_slow_endpoints(system_factory, receiver):
@@ -46,3 +47,18 @@ def test_retries_on_5xx_and_no_redirects(system_factory, receiver):
     got = receiver.wait(lambda r: len([p for p, _, _ in r if p == "/flaky"]) == 3, timeout=30)
     assert [p for p, _, _ in got].count("/moved") == 1
     assert not any(p == "/elsewhere" for p, _, _ in got)
+
+
+def test_webhook_credentials_and_query_never_reach_the_log(system_factory, receiver, caplog):
+    """The log names a webhook by scheme, host, port and path only (actors/notifier.py)."""
+    url = receiver.url.replace("http://", "http://hookuser:hookpass@") + "/path;p=secretparam?token=sekrit"
+    with caplog.at_level(logging.INFO, logger="overseer.actors.notifier"):
+        s = system_factory({"j.yml": {"command": "true"}}, hooks={"complete": [url]})
+        s.trigger("j", {})
+        wait_finished(s, "j", 1)
+        assert receiver.wait(lambda r: any(p.startswith("/path") for p, _, _ in r))
+        wait_for(lambda: any("delivered" in m for m in caplog.messages), what="the delivery's log line")
+    logged = caplog.text
+    assert f"{receiver.url}/path" in logged
+    for secret in ("hookuser", "hookpass", "secretparam", "sekrit"):
+        assert secret not in logged, secret
