@@ -5,6 +5,7 @@ import argparse
 import gc
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import sys
@@ -92,6 +93,29 @@ def _log_through_queue(level: str) -> _LogWriter:
     return writer
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _stop_signals() -> int:
+    """Catch SIGTERM and SIGINT from now on; the fd :func:`_wait_for_stop` reads them from.
+
+    Python runs a signal's handler in the main thread only once that thread wakes, and a thread
+    asleep in a lock (``Event.wait``) wakes only if the kernel delivered the signal to it, not to
+    one of the server's other threads: now and then, under load, a SIGTERM was never acted on.
+    The wakeup fd gets each signal's number from whichever thread the signal reached."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda *_: None)   # the wakeup fd is written for signals with a handler
+    return read_end
+
+
+def _wait_for_stop(fd: int) -> None:
+    while not any(number in _STOP_SIGNALS for number in os.read(fd, 64)):
+        pass
+
+
 def _run_server(args: argparse.Namespace) -> int:
     from overseer.actors.system import System
     from overseer.config import load_config
@@ -107,9 +131,7 @@ def _run_server(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"overseer: {problem}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_signals = _stop_signals()
     system = System(config)
     try:
         system.start()
@@ -138,7 +160,7 @@ def _run_server(args: argparse.Namespace) -> int:
               f"  try: curl {config.base_url}/jobs\n"
               f"       overseer run hello --follow\n"
               f"Stop it with Ctrl-C.", file=sys.stderr, flush=True)
-    stop.wait()
+    _wait_for_stop(stop_signals)
     log.info("stopping")
     http.stop()
     system.stop()
