@@ -355,7 +355,11 @@ def test_repository_token_is_never_shown(hostile):
     for _, body, headers in receiver.received:
         assert SECRET not in json.dumps(body) and SECRET not in json.dumps(
             {k: v for k, v in headers.items() if k != "raw_body"})
-    log = hostile.log()
+    # log lines reach the file up to LOG_GATHER (50 ms) after they are logged
+    def logged() -> str | None:
+        text = hostile.log()
+        return text if "sync failed" in text else None
+    log = poll(logged, 10, "the sync's log line")
     assert "loaded" in log and "sync failed" in log
     assert SECRET not in log
     leaking = [str(p.relative_to(hostile.data)) for p in hostile.data.rglob("*")
