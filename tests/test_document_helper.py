@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 
 import pytest
@@ -140,10 +141,20 @@ def test_answers_in_several_frames_give_the_same_jobs(commit, monkeypatch):
     snaps, sha = commit
     alone, alone_errors = _alone(snaps, sha, monkeypatch)
     monkeypatch.setattr(document_helper, "FRAME", 3)
+    frames = []   # the size of each frame as it arrives (how many a take gets depends on timing)
+
+    class Recording(queue.SimpleQueue):
+        def put(self, item, *args, **kwargs):
+            frames.append(len(item) if isinstance(item, list) else item)
+            super().put(item, *args, **kwargs)
+    monkeypatch.setattr(document_helper.queue, "SimpleQueue", Recording)
     given = _counting(monkeypatch)
     helped, helped_errors = _load(snaps, sha)
     assert sorted(helped) == sorted(alone) and helped_errors == alone_errors
-    assert sum(given) >= 20 and len([g for g in given if g]) >= 2, given   # several frames
+    sizes = [f for f in frames if f is not None]   # then None, once the helper has exited
+    assert len(sizes) >= 7 and set(sizes) <= {1, 2, 3}, frames
+    assert sum(sizes) >= sum(given) >= 20, (given, frames)   # given: those parsed there
+    assert len(given) >= 2, given   # checked between the caller's own files, not once at the end
 
 
 def test_a_helper_cut_short_mid_stream_costs_no_result(commit, monkeypatch, tmp_path, caplog):
