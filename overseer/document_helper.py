@@ -10,7 +10,8 @@ helper that cannot start, fails or is too slow costs no result: its files are pa
 
 The protocol is ``marshal`` both ways (data only: nothing in it runs code when loaded): stdin a
 list of ``(is_json, bytes)``; stdout frames, each a 4-byte little-endian length and a marshalled
-list holding, for each of the next ``FRAME`` items, ``marshal.dumps(document)`` or ``None``.
+list holding, for each of the next ``FRAME`` items, ``(document,)`` or ``None`` (a document
+may itself be None: an empty file).
 The arguments are the path of the caller's ``overseer/job_documents.py`` (a helper whose
 interpreter imports other code than the caller's refuses: exit status 3) and ``FRAME``.
 """
@@ -24,11 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 from overseer import job_documents
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIN_FILES = 2000       # below this the helper's start (about 0.1 s) outweighs what it takes over
 HELPER_SHARE = 0.5     # of the files: the caller also checks the documents the helper gives back
@@ -41,6 +44,24 @@ def worth_it(count: int) -> bool:
     """Whether ``count`` files to parse are worth a helper (``OVERSEER_NO_PARSE_HELPER=1``: never)."""
     return (count >= MIN_FILES and (os.cpu_count() or 1) > 1
             and not os.environ.get("OVERSEER_NO_PARSE_HELPER"))
+
+
+def share(items: list[T], data_of: Callable[[T], Optional[bytes]]) -> tuple[list[T], list[T]]:
+    """``(here, aside)``: ``items`` (files to parse) split into those the caller parses and those
+    for a helper, when :func:`worth_it`: the last ``HELPER_SHARE`` of them, up to ``MAX_BYTES``
+    of their data. ``data_of`` None (too big for a job file) stays here."""
+    if not worth_it(len(items)):
+        return items, []
+    cut = len(items) - int(len(items) * HELPER_SHARE)
+    here, aside, budget = items[:cut], [], MAX_BYTES
+    for item in items[cut:]:
+        data = data_of(item)
+        if data is not None and len(data) <= budget:
+            aside.append(item)
+            budget -= len(data)
+        else:
+            here.append(item)
+    return here, aside
 
 
 class Aside:
@@ -88,11 +109,11 @@ class Aside:
                 if not answers or got + len(answers) > self.count:
                     raise ValueError(f"a frame of {len(answers)} answers after {got} of {self.count}")
                 got += len(answers)
-                self._frames.put([None if d is None else (marshal.loads(d), True) for d in answers])
+                self._frames.put([None if a is None else (a[0], True) for a in answers])
             status = self.proc.wait()
             if status != 0:
                 failure = f"exit status {status}"
-        except (ValueError, EOFError, TypeError, OSError) as e:
+        except (ValueError, EOFError, TypeError, IndexError, OSError) as e:
             self.proc.kill()
             status = self.proc.wait()
             detail = self.proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
@@ -135,10 +156,10 @@ class Aside:
         log.warning("job documents: the parse helper failed (%s); parsing its files in-process", why)
 
 
-def _answer(is_json: bool, data: bytes) -> Optional[bytes]:
+def _answer(is_json: bool, data: bytes) -> Optional[tuple[Any]]:
     try:
         doc, plain = job_documents.load_document(data, is_json)
-        return marshal.dumps(doc) if plain else None
+        return (doc,) if plain else None
     except Exception:  # noqa: BLE001 - the caller parses it again and words the error
         return None
 

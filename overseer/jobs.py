@@ -302,18 +302,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
             found[relpath] = job
         blobs = read_blobs(sorted({oid for _, oid in unread}), MAX_JOB_FILE_BYTES) if unread else {}
         # A large load (a fresh start) has part of the files parsed by a second process meanwhile.
-        aside: list[tuple[str, str]] = []
-        if document_helper.worth_it(len(unread)):
-            cut = len(unread) - int(len(unread) * document_helper.HELPER_SHARE)
-            mine, budget = unread[:cut], document_helper.MAX_BYTES
-            for relpath, oid in unread[cut:]:   # too big for a job file, or for the helper: here
-                data = blobs[oid][1]
-                if data is not None and len(data) <= budget:
-                    aside.append((relpath, oid))
-                    budget -= len(data)
-                else:
-                    mine.append((relpath, oid))
-            unread = mine
+        unread, aside = document_helper.share(unread, lambda item: blobs[item[1]][1])
 
         def one(relpath: str, oid: str, loaded: tuple[Any, bool] | None) -> None:
             size, data = blobs[oid]
@@ -332,19 +321,15 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
         if aside:
             helper = document_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])
 
-        def helped(wait: bool) -> None:   # the helper's answers in so far (all, with wait)
-            while helper.taken < len(aside):
-                at = helper.taken
-                answers = helper.take(wait)
-                for (relpath, oid), loaded in zip(aside[at:], answers):
-                    one(relpath, oid, loaded)
-                if not wait:
-                    return
+        def helped(wait: bool) -> None:   # the helper's answers in now (with wait, at least one)
+            at = helper.taken
+            for (relpath, oid), loaded in zip(aside[at:], helper.take(wait)):
+                one(relpath, oid, loaded)
         for n, (relpath, oid) in enumerate(unread, 1):
             one(relpath, oid, None)
             if helper is not None and n % document_helper.FRAME == 0:
                 helped(wait=False)
-        if helper is not None:
+        while helper is not None and helper.taken < len(aside):
             helped(wait=True)
         jobs: dict[str, Job] = {}
         for relpath in files:   # in the order load_repository gives

@@ -136,13 +136,12 @@ class _Connection(HTTPConnection):
 class _WsgiServer(_cpwsgi_server.CPWSGIServer):
     """cheroot's server, handing a connection to a worker only once its request is in."""
 
-    head_wait: HeadWait | None = None
+    def __init__(self, server: Any):
+        super().__init__(server)
+        self.head_wait = HeadWait(super().process_conn)  # cheroot's own: to the worker queue
 
     def process_conn(self, conn: Any) -> None:
-        if self.head_wait is None:
-            super().process_conn(conn)
-        else:
-            self.head_wait.offer(conn)
+        self.head_wait.offer(conn)
 
 
 class HttpServer:
@@ -186,7 +185,7 @@ class HttpServer:
         server.shutdown_timeout = 5
         httpserver = _WsgiServer(server)
         httpserver.ConnectionClass = _Connection
-        httpserver.head_wait = self._head_wait = HeadWait(super(_WsgiServer, httpserver).process_conn)
+        self._head_wait = httpserver.head_wait
         server.instance = httpserver
         server.subscribe()
         self._server = server
