@@ -1,12 +1,16 @@
 """`overseer validate` and the embedded default, through the real command line entry point."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from overseer.embedded import EXAMPLES, example_repository
 
 from .conftest import JobRepo, git
+from .serving import alive, start_server
 
 
 def run_cli(*args, cwd=None):
@@ -51,3 +55,21 @@ def test_serve_refuses_bad_config(tmp_path):
     cfg.write_text("server:\n  prot: 1\n")
     r = run_cli("serve", "-c", str(cfg))
     assert r.returncode == 2 and "server.prot: unknown key" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_until_sigint_or_sigterm(tmp_path, sig):
+    """SPEC: `overseer serve` runs in the foreground until SIGINT or SIGTERM. Other signals the
+    server gets meanwhile (a job's end) do not stop it; either stop signal ends it with status 0
+    while a job runs."""
+    server = start_server(tmp_path, {"quick.yml": {"command": "true"}, "slow.yml": {"command": "sleep 60"}})
+    try:
+        server.wait("quick", server.run("quick")["id"])
+        running = server.run("slow")["id"]
+        server.wait("slow", running, state="running")
+        assert server.get("/health").status_code == 200 and alive(server.pid)
+        server.proc.send_signal(sig)
+        assert server.proc.wait(60) == 0, server.log()[-3000:]
+        assert "stopping" in server.log()
+    finally:
+        server.kill()
