@@ -240,11 +240,12 @@ class System:
         return record
 
     def create_event(self, name: str, ident: int, event: Any, cause: Any, source: str = "api") -> dict:
-        """An event from a client: signals for stop/continue/terminate/kill, else a status."""
+        """An event from a client: signals for stop/continue/terminate/kill, else a status (a note
+        once the run is finished). System event names are refused (ParamError)."""
         self.job(name)
         record = self.execution(name, ident)
         try:
-            event = ex.check_event_name(event)
+            event = ex.check_new_event(event)
             cause = ex.check_cause(cause)
         except ValueError as e:
             raise ParamError(str(e)) from None
@@ -258,7 +259,10 @@ class System:
                 raise Conflict(f"execution {name}/{ident} is not running (it is {record['state']})")
             return self._ask(ref, "signal", event, cause, source)
         if ref is not None:
-            return self._ask(ref, "add_event", event, cause, source)
+            try:
+                return ref.proxy().add_event(event, cause, source).get(timeout=ASK_TIMEOUT)
+            except pykka.ActorDeadError:
+                pass  # it ended meanwhile: the event is a note on the finished record
         made = ex.make_event(event, cause, source)
         self.store.update_execution(name, ident, lambda r: ex.add_event(r, made))
         job = self.catalog.job(name)
@@ -278,7 +282,7 @@ class System:
         if ref is None:
             raise PermissionError("unknown or expired token")
         try:
-            event = ex.check_event_name(event)
+            event = ex.check_new_event(event)
             cause = ex.check_cause(cause)
         except ValueError as e:
             raise ParamError(str(e)) from None

@@ -61,7 +61,8 @@ def add_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("event", parents=[common], help="create an event on an execution",
                               description="stop, continue, terminate and kill signal the execution's "
-                                          "processes; any other name becomes its status.")
+                                          "processes; any other name becomes its status (after its end, "
+                                          "a note); the system's names (complete, fail, ...) are refused.")
     p.add_argument("job")
     p.add_argument("id", type=int)
     p.add_argument("event")

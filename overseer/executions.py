@@ -10,8 +10,18 @@ import re
 import time
 from typing import Any, Optional
 
-EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-RESERVED_EVENT_NAMES = frozenset({"stdout", "stderr", "output"})
+# Event names: the one definition (the API, the event socket and job definitions' ``hooks`` use it).
+EVENT_NAME_PATTERN = "[A-Za-z0-9_.-]{1,64}"
+EVENT_NAME = re.compile(EVENT_NAME_PATTERN + r"\Z")
+# The paths under an execution (GET /jobs/JOB/ID/NAME): no event, of any source, takes them (SPEC §11).
+PATH_NAMES = frozenset({"stdout", "stderr", "output", "artifacts", "progress", "changes"})
+# The events only the server records (SPEC §5, §9-§11): a run's outcome and what the server saw of
+# it. A client or a job that asks for one is refused, so none of them can be forged.
+SYSTEM_EVENTS = frozenset({
+    "queued", "start", "complete", "fail", "time-out", "lost",  # a run's life
+    "output-truncated", "output-lost",                          # its output
+    "chain-refused", "lock-wait", "lock",                       # chains and the lock tool
+})
 SIGNAL_EVENTS = {"stop": "SIGSTOP", "continue": "SIGCONT", "terminate": "SIGTERM", "kill": "SIGKILL"}
 STREAMS = ("stdout", "stderr", "output")
 MAX_CAUSE = 4096
@@ -38,11 +48,19 @@ def now_iso(moment: Optional[_dt.datetime] = None) -> str:
 
 
 def check_event_name(name: Any) -> str:
-    """Return ``name`` if a client or job may create an event of that name, else raise ValueError."""
+    """Return ``name`` if an event (of any source) can have it, else raise ValueError."""
     if not isinstance(name, str) or not EVENT_NAME.match(name):
-        raise ValueError(f"event name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
-    if name in RESERVED_EVENT_NAMES:
-        raise ValueError(f"event name {name!r} is reserved for the output streams")
+        raise ValueError(f"event name {name!r} must match {EVENT_NAME_PATTERN}")
+    if name in PATH_NAMES:
+        raise ValueError(f"event name {name!r} is reserved: /jobs/JOB/ID/{name} is not an event")
+    return name
+
+
+def check_new_event(name: Any) -> str:
+    """Return ``name`` if a client or a job may create an event of that name, else raise ValueError."""
+    name = check_event_name(name)
+    if name in SYSTEM_EVENTS:
+        raise ValueError(f"event name {name!r} is reserved for the system: only the server records it")
     return name
 
 
@@ -73,11 +91,18 @@ def make_event(name: str, cause: Optional[str], source: str) -> dict:
 
 
 def add_event(record: dict, event: dict, **changes: Any) -> dict:
-    """Append ``event`` to ``record`` (in place), make it the status, apply ``changes``."""
+    """Append ``event`` to ``record`` (in place), make it the status, apply ``changes``. On a
+    finished run the event is a note: kept in ``events``, the status (its outcome) unchanged."""
     record["events"].append(event)
-    record["status"] = event["name"]
+    if record["state"] != "finished":
+        record["status"] = event["name"]
     record.update(changes)
     return record
+
+
+def outcome(record: dict) -> Optional[str]:
+    """The run's final status once it is finished (notes after the end do not change it), else None."""
+    return record["status"] if record["state"] == "finished" else None
 
 
 def public(record: dict, base_url: str = "") -> dict:

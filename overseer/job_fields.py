@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from overseer import render
 from overseer.exceptions import JobDefinitionError, ParamError
+from overseer.executions import EVENT_NAME
 from overseer.job_documents import jsonable
 from overseer.job_tree import Tree
 from overseer.schedule import ScheduleEntry, parse_entry
@@ -29,7 +30,6 @@ from overseer.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
 VAR_KEYS = ("name", "type", "option", "values", "default", "required", "description")
 _VAR_KEY_SET = frozenset(VAR_KEYS)
 VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 RESERVED_ENV_PREFIX = "OVERSEER_"
 _TEMPLATE_GLOBALS = render.template_globals()
 
@@ -235,7 +235,7 @@ def hooks_field(raw: Any) -> Mapping[str, tuple[str, ...]]:
         raise definition_error(f"hooks: must be a mapping of event name to URLs, not {type(raw).__name__}")
     hooks = {}
     for event, urls in raw.items():
-        if not isinstance(event, str) or not (event == "*" or EVENT_NAME_RE.match(event)):
+        if not isinstance(event, str) or not (event == "*" or EVENT_NAME.match(event)):
             raise definition_error(f"hooks: {event!r} is not an event name (or '*')")
         if isinstance(urls, str):
             urls = [urls]

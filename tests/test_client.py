@@ -109,10 +109,14 @@ def test_logs_and_event(server, capsysbinary):
     assert main(["event", "hello", "1", "deployed", "by ci", "--url", url]) == 0
     assert b"deployed" in capsysbinary.readouterr().out
     record = s.execution("hello", 1)
-    assert record["status"] == "deployed" and record["events"][-1]["cause"] == "by ci"
+    assert record["events"][-1]["name"] == "deployed" and record["events"][-1]["cause"] == "by ci"
+    assert record["status"] == "complete"  # a note: the run had finished
     assert main(["event", "hello", "1", "kill", "--url", url]) == 2
     assert b"409" in capsysbinary.readouterr().err
     assert main(["event", "hello", "1", "std out", "--url", url]) == 2
+    capsysbinary.readouterr()
+    assert main(["event", "hello", "1", "complete", "--url", url]) == 2
+    assert b"'complete' is reserved for the system" in capsysbinary.readouterr().err
 
 
 def test_logs_follow_of_a_running_job(server):

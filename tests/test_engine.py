@@ -186,15 +186,15 @@ def test_terminate_escalates_to_kill_after_grace(system_factory):
 
 def test_job_event_tool_and_forged_token(system_factory):
     s = system_factory({
-        "reports.yml": {"command": "event progress 'half way' there && echo sent; "
+        "reports.yml": {"command": "event half-way 'half way' there && echo sent; "
                                    "OVERSEER_TOKEN=forged event sneaky; echo \"forged=$?\"; "
                                    "event 'bad name'; echo \"bad=$?\""},
     })
     s.trigger("reports", {})
     done = wait_finished(s, "reports", 1)
-    progress = [e for e in done["events"] if e["name"] == "progress"]
-    assert progress == [{"name": "progress", "cause": "half way there", "time": progress[0]["time"],
-                         "source": "job"}]
+    half = [e for e in done["events"] if e["name"] == "half-way"]
+    assert half == [{"name": "half-way", "cause": "half way there", "time": half[0]["time"],
+                     "source": "job"}]
     assert "sneaky" not in events(done)
     lines = out(s, "reports", 1).decode().splitlines()
     assert lines == ["sent", "forged=1", "bad=1"]

@@ -12,26 +12,26 @@ def test_webhooks_in_order_with_dead_and_slow_endpoints(system_factory, receiver
     dead = f"http://127.0.0.1:{free_port()}/dead"
     receiver.delay["/slow"] = 1.0
     s = system_factory(
-        {"hooked.yml": {"command": "event progress 50%; echo done",
-                        "hooks": {"progress": [receiver.url + "/job-progress"]}}},
+        {"hooked.yml": {"command": "event half-way 50%; echo done",
+                        "hooks": {"half-way": [receiver.url + "/job-half-way"]}}},
         hooks={"*": [dead, receiver.url + "/slow", receiver.url + "/all"],
                "complete": [receiver.url + "/done"]},
         hooks_secret="s3cret", server={"base_url": "http://overseer.example:8080"})
     s.trigger("hooked", {})
     wait_finished(s, "hooked", 1)
     got = receiver.wait(lambda r: len([p for p, _, _ in r if p == "/all"]) == 4
-                        and any(p == "/done" for p, _, _ in r) and any(p == "/job-progress" for p, _, _ in r))
+                        and any(p == "/done" for p, _, _ in r) and any(p == "/job-half-way" for p, _, _ in r))
     everything = [body for path, body, _ in got if path == "/all"]
-    assert [b["status"] for b in everything] == ["queued", "start", "progress", "complete"]
+    assert [b["status"] for b in everything] == ["queued", "start", "half-way", "complete"]
     first = everything[0]
     assert first["job"] == "hooked" and first["execution"] == 1 and first["cause"] is None
     assert first["metadata"] == "http://overseer.example:8080/jobs/hooked/1"
     assert first["time"].endswith("Z")
-    progress = [body for path, body, _ in got if path == "/job-progress"]
-    assert progress[0]["cause"] == "50%"
+    half = [body for path, body, _ in got if path == "/job-half-way"]
+    assert half[0]["cause"] == "50%"
     # The slow endpoint gets them all, later, in order; the dead one delayed nobody.
     slow = receiver.wait(lambda r: len([p for p, _, _ in r if p == "/slow"]) == 4, timeout=30)
-    assert [b["status"] for p, b, _ in slow if p == "/slow"] == ["queued", "start", "progress", "complete"]
+    assert [b["status"] for p, b, _ in slow if p == "/slow"] == ["queued", "start", "half-way", "complete"]
     headers = got[0][2]
     expected = "sha256=" + hmac.new(b"s3cret", headers["raw_body"], hashlib.sha256).hexdigest()
     assert headers["X-Overseer-Signature"] == expected
