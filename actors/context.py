@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import pykka
 
+from overseer import executions as ex
 from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.jobs import Job
@@ -57,7 +58,8 @@ class Context:
             if fault is not None:
                 raise fault
 
-    def notify(self, job: Job, ident: int, event: dict) -> None:
+    def notify(self, job: Job, ident: int, event: dict, record: dict) -> None:
+        """Hand ``event`` to the webhooks; ``record`` is the execution as stored with it."""
         if self.notifier is None:
             return
         name = event["name"]
@@ -66,7 +68,7 @@ class Context:
         hooks = tuple((name, tuple(urls)) for name, urls in job.hooks.items())
         try:
             self.notifier.tell(EventRecorded(job.name, ident, event["name"], event["cause"], event["time"],
-                                             event["source"], hooks))
+                                             event["source"], hooks, record["state"], ex.outcome(record)))
         except pykka.ActorDeadError:
             log.error("%s/%s: event %s not sent to webhooks: the notifier is down", job.name, ident,
                       event["name"])

@@ -188,7 +188,8 @@ class Execution(PooledActor):
         return event
 
     def add_event(self, name: str, cause: Optional[str], source: str) -> dict:
-        """An event without signal semantics (a job's progress, an API note)."""
+        """An event without signal semantics (a job's progress, an API note): the status while
+        the run is not finished, a note once it is (``ex.add_event``)."""
         return self._event(name, cause, source=source)
 
     # -- notices (tell): an exception here kills the actor, and on_failure still finishes the run --
@@ -285,9 +286,9 @@ class Execution(PooledActor):
         run's own events (start, end) are queued and announced once committed."""
         event = ex.make_event(name, cause, source)
         if wait:
-            self.ctx.store.update_execution(
+            stored = self.ctx.store.update_execution(
                 self.name, self.ident, lambda r: ex.add_event(r, event, **changes), durable=durable)
-            self.ctx.notify(self.job, self.ident, event)
+            self.ctx.notify(self.job, self.ident, event, stored)
         else:
             self._queue_update(lambda r: ex.add_event(r, event, **changes), durable, event)
         return event
@@ -302,7 +303,7 @@ class Execution(PooledActor):
                 log.error("%s/%s: cannot store event %s: %s", name, ident,
                           event["name"] if event else "end", error)
             elif event is not None:
-                ctx.notify(job, ident, event)
+                ctx.notify(job, ident, event, f.result())
 
         future.add_done_callback(committed)
 

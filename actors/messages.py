@@ -47,6 +47,8 @@ class EventRecorded:
     time: str
     source: str
     job_hooks: tuple  # ((event name, (url, ...)), ...) from the job definition
+    state: str  # the execution's state with this event recorded
+    outcome: Optional[str]  # its final status once finished (notes after the end keep it), else None
 
 
 @dataclass(frozen=True)

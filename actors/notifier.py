@@ -35,9 +35,13 @@ IDLE_EXIT = 60.0
 
 
 def payload(event: EventRecorded, base_url: str) -> bytes:
+    """The POST body (docs/api.rst, Webhooks). ``status`` is the event's name, as it has always
+    been; ``source`` says who made the event, ``state`` and ``outcome`` whether the run is over
+    (a note after the end: ``state`` finished, ``outcome`` the status it kept)."""
     return json.dumps({
         "job": event.job, "execution": event.ident, "status": event.name, "cause": event.cause,
         "time": event.time, "metadata": f"{base_url}/jobs/{event.job}/{event.ident}",
+        "source": event.source, "state": event.state, "outcome": event.outcome,
     }).encode()
 
 

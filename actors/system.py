@@ -233,7 +233,7 @@ class System:
             dispatcher.unreserve()
             raise
         try:
-            self.ctx.notify(job, record["id"], record["events"][0])
+            self.ctx.notify(job, record["id"], record["events"][0], record)
             dispatcher.submit(job, dict(record), 0, reserved=True)
         finally:
             self.store.sync_soon()  # the record's fsync, after its process started
@@ -264,10 +264,10 @@ class System:
             except pykka.ActorDeadError:
                 pass  # it ended meanwhile: the event is a note on the finished record
         made = ex.make_event(event, cause, source)
-        self.store.update_execution(name, ident, lambda r: ex.add_event(r, made))
+        stored = self.store.update_execution(name, ident, lambda r: ex.add_event(r, made))
         job = self.catalog.job(name)
         if job is not None:
-            self.ctx.notify(job, ident, made)
+            self.ctx.notify(job, ident, made, stored)
         return made
 
     def _ask(self, ref: pykka.ActorRef, method: str, *args) -> dict:
