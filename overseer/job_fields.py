@@ -285,4 +285,8 @@ def command_field(source: Any, specs: tuple[VarSpec, ...]) -> str:
     unknown = sorted(names - _TEMPLATE_GLOBALS - {spec.name for spec in specs})
     if unknown:
         raise definition_error(f"command: the template uses {unknown[0]!r}, which is not a declared var")
+    try:
+        render.check_quoting(source, {spec.name: spec.type for spec in specs})
+    except ValueError as exc:
+        raise definition_error(f"command: {exc}") from None
     return source

@@ -1,8 +1,15 @@
-"""Command rendering: Jinja2 templates in a sandbox whose every ``{{ ... }}`` is shell-quoted.
+"""Command rendering: Jinja2 templates in a sandbox whose every ``{{ ... }}`` output stays data.
 
-A value substituted into a command is always whole shell words: a string is one word whatever
-it holds (quotes, ``$(...)``, backticks, newlines, ``{{ }}``), a list is one word per item, a map
-is one word of JSON. Vars the template does not use are appended as arguments.
+Each output of a template is written at the last step, after every filter, as what its place in
+the shell text needs (overseer/shell_context.py tells the place): outside quotes, shell-quoted
+words (a string is one word whatever it holds, a list one word per item, a map one word of JSON);
+inside ``'...'`` or ``"..."``, the text escaped for that quote, so ``echo "hello {{ who }}"``
+prints the value as it is; inside ``$((...))``, an int. A place where no value can be made inert
+(a comment, a here-document, backquotes, ``${...}``, right after ``$`` or a backslash) is refused:
+a validation error of the job file where the place is known without values (a template with no
+``{% %}`` control flow), else a 400 at the trigger. ``{% filter %}`` and ``{% call %}`` blocks,
+whose output would skip that last step, are validation errors. Vars the template does not use are
+appended as arguments.
 
 Templates are checked once per distinct source (:func:`check_template`, cached) and compiled
 once per distinct source, on first use (:func:`compile_template`, cached): rendering a command
@@ -10,6 +17,7 @@ never compiles.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import shlex
@@ -23,6 +31,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from overseer.exceptions import ParamError
+from overseer.shell_context import MARK, Context, Refusal, classify
 from overseer.vars import text_of
 
 if TYPE_CHECKING:
@@ -56,8 +65,54 @@ def shell_word(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-def _finalize(value: Any) -> str:
-    return shell_word(value)
+# The outputs of the render in progress: each ``{{ }}`` writes a slot ``\0<index>\0`` (no value
+# and no template text holds a NUL) and its value goes here, to be written once its place is known.
+_OUTPUTS: contextvars.ContextVar[list | None] = contextvars.ContextVar("overseer_render_outputs",
+                                                                       default=None)
+_SLOT = re.compile("\0([0-9]+)\0")
+_DOUBLE_SPECIAL = re.compile(r'([\\$`"])')
+_BLOCKS_REFUSED = {
+    nodes.FilterBlock: "a {% filter %} block cannot be used in a command (its output would not be "
+                       "quoted): apply the filter inside {{ }}",
+    nodes.CallBlock: "a {% call %} block cannot be used in a command (its output would not be quoted): "
+                     "call the macro inside {{ }}",
+}
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every str subclass (Jinja2's Markup above all) made a plain str."""
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def flat_text(value: Any) -> str:
+    """``value`` as one piece of text inside quotes: a list's items joined by spaces."""
+    if isinstance(value, jinja2.Undefined):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(text_of(item) for item in value)
+    if value is None or isinstance(value, (str, bool, int, float, dict)):
+        return text_of(value)
+    return str(value)
+
+
+@jinja2.pass_context
+def _finalize(context: Any, value: Any) -> str:
+    outputs = _OUTPUTS.get()
+    if outputs is None:
+        raise RuntimeError("commands render only through render_command")
+    value = plain(value)
+    if isinstance(value, str) and "\0" in value:  # text built from outputs ({% set %} blocks, macros)
+        value = _SLOT.sub(lambda m: flat_text(outputs[int(m.group(1))]), value)
+        if "\0" in value:
+            raise ParamError("the template produced a NUL character, which no command can hold")
+    outputs.append(value)
+    return f"\0{len(outputs) - 1}\0"
 
 
 _ENV = ImmutableSandboxedEnvironment(finalize=_finalize, autoescape=False, keep_trailing_newline=False)
@@ -99,6 +154,8 @@ def check_template(source: str) -> frozenset[str]:
         ast = _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+    for node in ast.find_all(tuple(_BLOCKS_REFUSED)):
+        raise ValueError(f"template error on line {node.lineno}: {_BLOCKS_REFUSED[type(node)]}")
     for node in ast.find_all((nodes.Filter, nodes.Test)):
         known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
         if node.name not in known:
@@ -161,21 +218,137 @@ def render_command(job: Job, params: Mapping[str, Any]) -> str:
     """The shell command line of one execution: the rendered template plus the appended vars.
 
     A ``script`` job renders as ``scripts/PATH ARGS...`` (for display); a job with neither
-    command nor script renders as an empty string.
+    command nor script renders as an empty string. A value whose place in the command cannot be
+    made inert is a ParamError naming the var.
     """
     if job.command is None:
         if job.script is None:
             return ""
         return shlex.join([f"scripts/{job.script}", *appended_args(job.vars, params, frozenset())])
     template = compile_template(job.command)
+    outputs: list[Any] = []
+    token = _OUTPUTS.set(outputs)
     try:
         text = template.render(params)
+    except ParamError as exc:
+        raise ParamError(f"job {job.name!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of a user template is a bad request
         raise ParamError(f"job {job.name!r}: rendering the command failed: {exc}") from None
+    finally:
+        _OUTPUTS.reset(token)
     args = appended_args(job.vars, params, referenced_vars(job.command))
+    if not outputs and not args:
+        return text
+    pieces = _SLOT.split(text)   # text, slot, text, slot, ..., text
+    literals, slots = pieces[0::2], pieces[1::2]
     if args:
-        text = text.rstrip() + " " + shlex.join(args)
-    return text
+        literals[-1] = literals[-1].rstrip()
+        if not slots:
+            literals[0] = literals[0].rstrip()
+    if any(MARK in literal for literal in literals):
+        raise ParamError(f"job {job.name!r}: the template produced a NUL character, which no command holds")
+    places = classify(MARK.join(literals) + (" " + MARK if args else ""))
+    out = [literals[0]]
+    for slot, place, literal in zip(slots, places, literals[1:]):
+        value = outputs[int(slot)]
+        out.append(_written(job, params, value, place))
+        out.append(literal)
+    if args:
+        if places[-1] is not Context.WORD:
+            raise ParamError(f"job {job.name!r}: the command ends {_where(places[-1])}, so the vars it does "
+                             f"not use ({', '.join(_unused(job, params))}) cannot be appended: use them in "
+                             "the template")
+        out.append(" " + shlex.join(args))
+    return "".join(out)
+
+
+def _written(job: Job, params: Mapping[str, Any], value: Any, place: Any) -> str:
+    """``value`` as shell text that stays data at ``place``."""
+    if place is Context.WORD:
+        return shell_word(value)
+    if place is Context.SINGLE:
+        return flat_text(value).replace("'", "'\\''")
+    if place is Context.DOUBLE:
+        return _DOUBLE_SPECIAL.sub(r"\\\1", flat_text(value))
+    if place is Context.ARITH and type(value) is int:
+        return str(value) if value >= 0 else f"({value})"
+    names = [name for name, given in params.items() if plain(given) == value or given is value]
+    what = f"var {names[0]!r}" if len(names) == 1 else "a value"
+    if place is Context.ARITH:
+        raise ParamError(f"job {job.name!r}: {what} is used inside shell arithmetic, where only an int "
+                         f"can go, not {type(value).__name__}")
+    hint = (f'; use {{{{ {names[0]} }}}} as a word of its own, or read "$OVERSEER_VAR_{names[0].upper()}" '
+            "in the command" if len(names) == 1 else "")
+    raise ParamError(f"job {job.name!r}: {what} is used {_where(place)}, where no value can be quoted{hint}")
+
+
+def _where(place: Any) -> str:
+    if isinstance(place, Refusal):
+        return place.where
+    return {Context.SINGLE: "inside '...'", Context.DOUBLE: 'inside "..."',
+            Context.ARITH: "inside arithmetic"}.get(place, "outside quotes")
+
+
+def _unused(job: Job, params: Mapping[str, Any]) -> list[str]:
+    referenced = referenced_vars(job.command or "")
+    return [spec.name for spec in job.vars if spec.name not in referenced and spec.name in params]
+
+
+def check_quoting(source: str, types: Mapping[str, str]) -> None:
+    """Raise ValueError naming the var for a use the renderer would refuse whatever the values.
+
+    ``types`` maps each declared var to its type. Only templates whose outputs follow from their
+    text alone (no ``{% %}`` control flow) are judged here; the others are judged at each render.
+    """
+    layout = _layout(source)
+    if layout is None:
+        return
+    literals, uses = layout
+    unused = [name for name in types if name not in check_template(source)]
+    if unused:
+        literals = [*literals[:-1], literals[-1].rstrip()]
+    skeleton = MARK.join(literals) + (" " + MARK if unused else "")
+    places = classify(skeleton)
+    for names, place in zip(uses, places):
+        name = sorted(names)[0] if len(names) == 1 else None
+        what = f"var {name!r}" if name else "an expression"
+        if isinstance(place, Refusal):
+            hint = (f': use {{{{ {name} }}}} as a word of its own, or read "$OVERSEER_VAR_{name.upper()}" '
+                    "in the command" if name else "")
+            raise ValueError(f"{what} is used {place.where}, where no value can be quoted{hint}")
+        if place is Context.ARITH and name and types.get(name, "int") != "int":
+            raise ValueError(f"{what} (type {types[name]}) is used inside shell arithmetic, where only an "
+                             "int var can go")
+    if unused and places[-1] is not Context.WORD:
+        raise ValueError(f"the command ends {_where(places[-1])}, so the vars it does not use "
+                         f"({', '.join(unused)}) cannot be appended: use them in the template")
+
+
+@lru_cache(maxsize=8192)
+def _layout(source: str) -> tuple[list[str], list[frozenset[str]]] | None:
+    """The literal texts between a control-flow-free template's outputs, and the names each output
+    reads; None for a template with control flow (its layout depends on its values)."""
+    ast = _ENV.parse(source)
+    literals, uses, text = [], [], []
+    for node in ast.body:
+        if not isinstance(node, nodes.Output):
+            if isinstance(node, (nodes.Assign, nodes.ExprStmt)) or (
+                    isinstance(node, nodes.Output) and not node.nodes):
+                continue
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                text.append(child.data)
+            else:
+                literals.append("".join(text))
+                text = []
+                found = [child, *child.find_all(nodes.Name)] if isinstance(child, nodes.Name) else \
+                    list(child.find_all(nodes.Name))
+                uses.append(frozenset(n.name for n in found if n.ctx == "load"))
+    literals.append("".join(text))
+    if literals and literals[-1].endswith("\n"):
+        literals[-1] = literals[-1][:-1]   # keep_trailing_newline=False drops it at render
+    return literals, uses
 
 
 def script_argv(job: Job, params: Mapping[str, Any], root: Path) -> list[str]:
