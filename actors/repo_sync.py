@@ -36,6 +36,7 @@ from overseer.checkout_queue import CheckoutCancelled
 from overseer.exceptions import RepositoryError
 from overseer.job_tree import TreeError
 from overseer.parse_cache import ParseCache
+from overseer.snapshot_view import close_view, open_view, trees_of
 from overseer.snapshots import GIT_CONFIG, Snapshots
 
 from .context import Context, Pingable
@@ -102,13 +103,14 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.url = cfg.url
         self.branch = cfg.branch
         self.git_dir = ctx.config.data_path / "repo.git"
-        self.snapshots = Snapshots(ctx.catalog.snapshots, self.git_dir, _git_env())
+        # Written in data_dir/snapshot-trees; runs see them read-only in data_dir/snapshots.
+        self.snapshots = Snapshots(trees_of(ctx.catalog.snapshots), self.git_dir, _git_env())
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
         self.parse_cache: Optional[ParseCache] = None
 
     def on_start(self) -> None:
-        self.snapshots.root.mkdir(parents=True, exist_ok=True)
+        open_view(self.ctx.catalog.snapshots, self.snapshots.root)  # before the first run
         self.snapshots.remove_stale()
         self.parse_cache = ParseCache(self.ctx.config.data_path / "job-cache.pickle")
         if self.ctx.config.repository.poll_interval > 0:
@@ -118,6 +120,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._halt.set()
         self.snapshots.stop()  # no checkout goes on writing after the server
+        close_view(self.ctx.catalog.snapshots)  # the supervisor ends the runs before it stops us
         if self.parse_cache is not None:
             self.parse_cache.save()  # what the syncs since the first load parsed
 

@@ -1,11 +1,13 @@
 """Per-commit snapshots of the job repository: the read-only trees executions run in.
 
-``data_dir/snapshots/<sha>/`` holds the files of one commit. The first one is
+``data_dir/snapshot-trees/<sha>/`` holds the files of one commit; runs see it, read-only, as
+``data_dir/snapshots/<sha>/`` (overseer/snapshot_view.py). The first one is
 checked out with a throw-away index (``git read-tree`` + ``checkout-index``);
 each later one starts as a hard-linked copy of the snapshot it follows and
 gets only the paths ``git diff`` names, so a sync that changes one file of
 10,000 costs a link per file, not a checkout. Hard links are safe because
-snapshots are never written to: changed paths are unlinked, then written anew.
+snapshots are never written to: changed paths are unlinked, then written anew,
+and the runs see every snapshot through a read-only mount.
 
 Writing 10,000 files is slow on some disks, and a load does not need them: the
 jobs are read from git's objects (:meth:`Snapshots.tree`, :meth:`Snapshots.read_blobs`)
