@@ -99,6 +99,30 @@ def _stop_actors():
     pykka.ActorRegistry.stop_all(timeout=10)
 
 
+def mounts_under(path: Path) -> list[str]:
+    """The mount points at or under ``path``, in the order /proc/self/mountinfo lists them."""
+    prefix = os.path.realpath(path)
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    return points
+
+
+@pytest.fixture(autouse=True)
+def _detach_left_mounts(tmp_path_factory):
+    """A test that fails before its server stops, or ends with it SIGKILLed, leaves the server's
+    read-only snapshot view mounted (overseer/snapshot_view.py): detached here, so that its
+    tmp_path can be deleted and the host's mount table does not grow."""
+    yield
+    from overseer.snapshot_view import detach
+
+    for point in reversed(mounts_under(tmp_path_factory.getbasetemp())):
+        detach(Path(point))
+
+
 @pytest.fixture
 def job_repo(tmp_path):
     return JobRepo(tmp_path / "jobs")

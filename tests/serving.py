@@ -94,6 +94,7 @@ class Server:
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.log_path = self.tmp / "server.log"
         self.proc: Optional[subprocess.Popen] = None
+        self.wrapper: list[str] = []   # a command the server is started through (such as setpriv)
         self.session = requests.Session()
         self.session.trust_env = False
 
@@ -107,7 +108,7 @@ class Server:
 
     def start(self, timeout: float = 60) -> Server:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(OVERSEER), "serve", "-c", str(self.config_path)],
+            self.proc = subprocess.Popen([*self.wrapper, str(OVERSEER), "serve", "-c", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.env, start_new_session=True)
         deadline = time.monotonic() + timeout
