@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from overseer.exceptions import ParamError
 from overseer.shell_context import MARK, Context, Refusal, classify
@@ -115,7 +115,17 @@ def _finalize(context: Any, value: Any) -> str:
     return f"\0{len(outputs) - 1}\0"
 
 
-_ENV = ImmutableSandboxedEnvironment(finalize=_finalize, autoescape=False, keep_trailing_newline=False)
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with an attribute or item it hides (``__class__``, ``mro``, ``append`` on a
+    list, ...) an error where it is touched, not Jinja2's Undefined: that would print as nothing
+    and let the command run without what its author wrote. The render fails naming the job (400)."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(f"the template uses {attribute!r} of a {type(obj).__name__} value, which "
+                            "the sandbox does not allow")
+
+
+_ENV = _Sandbox(finalize=_finalize, autoescape=False, keep_trailing_newline=False)
 _NAMES_ENV = _ENV.overlay()
 _NAMES_ENV.globals = {}   # so that names of globals (range, dict, ...) are reported too
 
