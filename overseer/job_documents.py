@@ -177,6 +177,17 @@ def load_document(data: bytes, is_json: bool) -> tuple[Any, bool]:
         loader.dispose()
 
 
+def yaml_error_text(exc: yaml.YAMLError, name: str) -> str:
+    """``exc`` on one line, its places (``in "<byte string>", line 2, column 1``: the parser read
+    bytes, not a file) naming ``name`` instead."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        for attr in ("context_mark", "problem_mark"):
+            mark = getattr(exc, attr, None)
+            if mark is not None:
+                setattr(exc, attr, yaml.Mark(name, mark.index, mark.line, mark.column, None, None))
+    return " ".join(str(exc).split())
+
+
 def jsonable(value: Any) -> Any:
     """A parsed document as JSON types: YAML times, dates, bytes and sets converted, keys as text."""
     kind = type(value)

@@ -24,7 +24,7 @@ import yaml
 
 from overseer import document_helper
 from overseer.exceptions import JobDefinitionError
-from overseer.job_documents import jsonable, load_document
+from overseer.job_documents import jsonable, load_document, yaml_error_text
 from overseer.job_fields import (
     command_field,
     definition_error,
@@ -107,8 +107,7 @@ def _document(relpath: str, data: bytes, loaded: tuple[Any, bool] | None = None)
     except ValueError as exc:  # a duplicate JSON key; a number too long to convert
         raise definition_error(f"invalid {'JSON' if is_json else 'YAML'}: {exc}") from None
     except yaml.YAMLError as exc:
-        text = " ".join(str(exc).split())
-        raise definition_error(f"invalid YAML: {text}") from None
+        raise definition_error(f"invalid YAML: {yaml_error_text(exc, relpath)}") from None
     except RecursionError:
         raise definition_error("the document is nested too deeply") from None
     if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict):
