@@ -180,10 +180,15 @@ def _validate(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"{args.path}: cannot read: {e.strerror}", file=sys.stderr)
         return 2
+    if args.all_problems:
+        from overseer.job_problems import all_problems
+
+        errors = all_problems(root, errors)
     for file, message in errors:
         print(f"{file}: {message}")
     if not args.quiet:
-        print(f"{len(jobs)} valid job(s), {len(errors)} problem(s)", file=sys.stderr)
+        files = f" in {len({file for file, _ in errors})} file(s)" if args.all_problems and errors else ""
+        print(f"{len(jobs)} valid job(s), {len(errors)} problem(s){files}", file=sys.stderr)
     return 1 if errors else 0
 
 
@@ -201,6 +206,8 @@ def parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a job repository working tree")
     validate.add_argument("path")
     validate.add_argument("-q", "--quiet", action="store_true", help="print only the problems")
+    validate.add_argument("-a", "--all-problems", action="store_true",
+                          help="every problem of each file, not only the first")
     validate.set_defaults(func=_validate)
     client.add_commands(sub)
     return p
