@@ -1,80 +1,115 @@
-"""The client commands (SPEC §1): ``jobs``, ``run``, ``logs`` and ``event`` against a running server.
+"""The client commands (SPEC §1) against a running server: ``jobs``, ``run``, ``logs``, ``event``,
+``repeat``, ``activate``, ``deactivate``, ``sync``, and the views ``show``, ``history`` and ``repo``
+(overseer/client_views.py).
 
-Each command is one or two HTTP calls. Errors are one line on stderr and exit
-status 2: the server's own message for an error answer, the reason for a
-connection failure. ``run --follow`` exits with the job's status: its exit
-code, 124 after a time-out (as ``timeout(1)`` does), 1 when it ended without
-an exit code (killed by a signal, could not start, lost).
+Each command is one or a few HTTP calls (overseer/client_api.py). Errors are one line on stderr
+and exit status 2: the server's own message for an error answer, the reason for a connection
+failure. ``run --follow``, ``repeat --follow`` and ``logs --follow`` say ``JOB/ID`` on stderr and
+exit with the job's status: its exit code, 124 after a time-out (as ``timeout(1)`` does), 1 when
+it ended without an exit code (killed by a signal, could not start, lost).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import quote
+from typing import Any
 
-if TYPE_CHECKING:
-    import requests
+from overseer import client_views
+from overseer.client_api import (
+    DEFAULT_URL,
+    EXIT_TIMEOUT,
+    Api,
+    ClientError,
+    copy,
+    follow,
+    q,
+    run_command,
+    say,
+)
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
-EXIT_ERROR = 2
-EXIT_TIMEOUT = 124
-
-
-class ClientError(Exception):
-    """A failure to report on one line, exit status 2."""
+__all__ = ["add_commands", "exit_status"]
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``jobs``, ``run``, ``logs`` and ``event`` to the ``overseer`` command's subparsers."""
+    """Add the client commands to the ``overseer`` command's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=None,
                         help=f"the server (default: $OVERSEER_URL, else {DEFAULT_URL})")
     common.add_argument("--token", default=None, help="API bearer token (default: $OVERSEER_API_TOKEN)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    following = argparse.ArgumentParser(add_help=False)
+    following.add_argument("-f", "--follow", action="store_true",
+                           help="print the output as it comes and exit with the job's exit status")
 
-    p = subparsers.add_parser("jobs", parents=[common], help="list the jobs")
-    p.add_argument("--json", action="store_true", help="print the server's JSON answer")
-    p.set_defaults(func=jobs)
+    def command(name: str, func: Any, help: str, *parents: argparse.ArgumentParser,
+                **kwargs: Any) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, parents=[common, *parents], help=help, **kwargs)
+        p.set_defaults(func=func)
+        return p
 
-    p = subparsers.add_parser("run", parents=[common], help="run a job",
-                              description="Run JOB with the given var values (strings, converted by each "
-                                          "var's type; repeat NAME for a list).")
+    command("jobs", jobs, "list the jobs", as_json)
+
+    p = command("run", run, "run a job", following,
+                description="Run JOB with the given var values (strings, converted by each var's type; "
+                            "repeat NAME for a list).")
     p.add_argument("job")
     p.add_argument("values", nargs="*", metavar="NAME=VALUE")
-    p.add_argument("-f", "--follow", action="store_true",
-                   help="print the output as it comes and exit with the job's exit status")
-    p.set_defaults(func=run)
 
-    p = subparsers.add_parser("logs", parents=[common], help="print an execution's output")
+    p = command("repeat", repeat, "run an execution again with the same values", following)
     p.add_argument("job")
     p.add_argument("id", type=int)
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the execution ends")
+
+    p = command("logs", logs, "print an execution's output")
+    p.add_argument("job")
+    p.add_argument("id", type=int)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing until the execution ends, then exit with the job's exit status")
     p.add_argument("--stream", choices=("stdout", "stderr", "output"), default="output",
                    help="stdout, stderr, or both interleaved (default: output)")
-    p.set_defaults(func=logs)
 
-    p = subparsers.add_parser("event", parents=[common], help="create an event on an execution",
-                              description="stop, continue, terminate and kill signal the execution's "
-                                          "processes; any other name becomes its status (after its end, "
-                                          "a note); the system's names (complete, fail, ...) are refused.")
+    p = command("event", event, "create an event on an execution",
+                description="stop, continue, terminate and kill signal the execution's processes; any "
+                            "other name becomes its status (after its end, a note); the system's names "
+                            "(complete, fail, ...) are refused.")
     p.add_argument("job")
     p.add_argument("id", type=int)
     p.add_argument("event")
     p.add_argument("cause", nargs="?")
-    p.set_defaults(func=event)
+
+    p = command("show", client_views.show, "show an execution: its status, values, command and events",
+                as_json)
+    p.add_argument("job")
+    p.add_argument("id", type=int)
+
+    p = command("history", client_views.history, "list recent executions, of one job or of all", as_json)
+    p.add_argument("job", nargs="?")
+    p.add_argument("-n", "--limit", type=_limit, default=client_views.HISTORY_LIMIT,
+                   help=f"how many (1 to 1000, default {client_views.HISTORY_LIMIT})")
+
+    for name, func, what in (("activate", activate, "let a job run again (schedules and triggers)"),
+                             ("deactivate", deactivate, "stop a job's schedules and refuse its triggers")):
+        command(name, func, what).add_argument("job")
+
+    command("repo", client_views.repo, "show the job repository: commit, last sync, problems", as_json)
+    command("sync", sync, "make the server fetch the job repository now")
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000")
+    return value
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 def jobs(args: argparse.Namespace) -> int:
-    def body(api: _Api) -> int:
-        data = api.call("GET", "/jobs").json()
+    def body(api: Api) -> int:
+        data = api.json("GET", "/jobs")
         if args.json:
             print(json.dumps(data, indent=2))
             return 0
@@ -87,50 +122,81 @@ def jobs(args: argparse.Namespace) -> int:
             rows.append((job["name"], "yes" if job["active"] else "no",
                          f"#{last['id']} {last['status']}" if last else "-", schedule or "-",
                          lines[0] if lines else ""))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+        print(client_views.table(rows))
         return 0
-    return _main(args, body)
+    return run_command(args, body)
 
 
 def run(args: argparse.Namespace) -> int:
-    def body(api: _Api) -> int:
+    def body(api: Api) -> int:
         fields = []
         for item in args.values:
             name, sep, value = item.partition("=")
             if not sep or not name:
                 raise ClientError(f"expected NAME=VALUE, got {item!r}")
             fields.append((name, value))
-        record = api.call("POST", f"/jobs/{_q(args.job)}", data=fields or None).json()
-        if not args.follow:
-            where = f"{api.url}/jobs/{_q(record['job'])}/{record['id']}"
-            print(f"{record['job']}/{record['id']} {record['state']}  {where}")
-            return 0
-        final = _follow(api, record["job"], record["id"], "output")
-        return exit_status(final)
-    return _main(args, body)
+        return _started(api, args, api.json("POST", f"/jobs/{q(args.job)}", data=fields or None))
+    return run_command(args, body)
+
+
+def repeat(args: argparse.Namespace) -> int:
+    def body(api: Api) -> int:
+        return _started(api, args, api.json("POST", f"/jobs/{q(args.job)}/{args.id}"))
+    return run_command(args, body)
+
+
+def _started(api: Api, args: argparse.Namespace, record: dict) -> int:
+    """What ``run`` and ``repeat`` say of the execution they made: ``JOB/ID STATE URL``, or with
+    ``--follow`` ``JOB/ID`` on stderr, the output, and the job's exit status."""
+    job, ident = record["job"], record["id"]
+    if not args.follow:
+        print(f"{job}/{ident} {record['state']}  {api.url}/jobs/{q(job)}/{ident}")
+        return 0
+    say(f"{job}/{ident}")
+    return exit_status(follow(api, job, ident, "output"))
 
 
 def logs(args: argparse.Namespace) -> int:
-    def body(api: _Api) -> int:
-        path = f"/jobs/{_q(args.job)}/{args.id}/{args.stream}"
+    def body(api: Api) -> int:
         if args.follow:
-            _follow(api, args.job, args.id, args.stream)
-            return 0
-        with api.call("GET", path, stream=True) as resp:
-            _copy(resp.iter_content(chunk_size=None))
+            return exit_status(follow(api, args.job, args.id, args.stream))
+        with api.call("GET", f"/jobs/{q(args.job)}/{args.id}/{args.stream}", stream=True) as resp:
+            copy(resp.iter_content(chunk_size=None))
         return 0
-    return _main(args, body)
+    return run_command(args, body)
 
 
 def event(args: argparse.Namespace) -> int:
-    def body(api: _Api) -> int:
-        made = api.call("PUT", f"/jobs/{_q(args.job)}/{args.id}",
-                        json={"event": args.event, "cause": args.cause}).json()
+    def body(api: Api) -> int:
+        made = api.json("PUT", f"/jobs/{q(args.job)}/{args.id}",
+                        json={"event": args.event, "cause": args.cause})
         print(f"{args.job}/{args.id}: {made['name']} at {made['time']}")
         return 0
-    return _main(args, body)
+    return run_command(args, body)
+
+
+def activate(args: argparse.Namespace) -> int:
+    return _activation(args, "PUT")
+
+
+def deactivate(args: argparse.Namespace) -> int:
+    return _activation(args, "DELETE")
+
+
+def _activation(args: argparse.Namespace, method: str) -> int:
+    def body(api: Api) -> int:
+        answer = api.json(method, f"/jobs/{q(args.job)}")
+        print(f"{answer['name']}: {'active' if answer['active'] else 'inactive'}")
+        return 0
+    return run_command(args, body)
+
+
+def sync(args: argparse.Namespace) -> int:
+    def body(api: Api) -> int:
+        api.json("POST", "/repo/sync")
+        print("sync requested: `overseer repo` shows its result")
+        return 0
+    return run_command(args, body)
 
 
 def exit_status(record: dict) -> int:
@@ -141,110 +207,3 @@ def exit_status(record: dict) -> int:
     if record.get("exit_code") is not None:
         return int(record["exit_code"])
     return 0 if record.get("status") == "complete" or "complete" in names else 1
-
-
-# -- plumbing -----------------------------------------------------------------------------------
-
-class _Api:
-    def __init__(self, url: str, token: Optional[str]):
-        import requests  # here, not at the top: `overseer serve` imports this module for its parser
-
-        self.url = url.rstrip("/")
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def call(self, method: str, path: str, stream: bool = False, read_timeout: Optional[float] = READ_TIMEOUT,
-             **kwargs: Any) -> requests.Response:
-        import requests
-
-        try:
-            resp = self.session.request(method, self.url + path, stream=stream,
-                                        timeout=(CONNECT_TIMEOUT, read_timeout), **kwargs)
-        except requests.ConnectionError as e:
-            raise ClientError(f"cannot connect to {self.url}: {_reason(e)}") from None
-        except requests.Timeout:
-            raise ClientError(f"{self.url} did not answer in time") from None
-        except requests.RequestException as e:
-            raise ClientError(f"{method} {self.url}{path} failed: {e}") from None
-        if resp.status_code >= 400:
-            try:
-                message = resp.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                message = resp.text.strip().splitlines()[0] if resp.text.strip() else resp.reason
-            resp.close()
-            hint = " (give --token or set OVERSEER_API_TOKEN)" if resp.status_code == 401 else ""
-            raise ClientError(f"{resp.status_code} {resp.reason}: {message}{hint}")
-        return resp
-
-
-def _follow(api: _Api, job: str, ident: int, stream: str) -> dict:
-    """Copy the stream to stdout until the execution is finished; return its final record.
-    A dropped connection is followed again from the last byte received."""
-    import requests
-
-    offset = 0
-    while True:
-        ended = False
-        path = f"/jobs/{_q(job)}/{ident}/{stream}?follow=true&offset={offset}"
-        try:
-            with api.call("GET", path, stream=True, read_timeout=None) as resp:
-                for chunk in resp.iter_content(chunk_size=None):
-                    _write(chunk)
-                    offset += len(chunk)
-            ended = True
-        except requests.RequestException:
-            pass
-        record = api.call("GET", f"/jobs/{_q(job)}/{ident}").json()
-        if ended and record["state"] == "finished":
-            return record
-        if ended:
-            time.sleep(0.5)  # the server ended the stream early (it is stopping?): follow again
-
-
-def _copy(chunks: Iterator[bytes]) -> None:
-    for chunk in chunks:
-        _write(chunk)
-
-
-def _write(data: bytes) -> None:
-    out = getattr(sys.stdout, "buffer", None)
-    if out is None:
-        sys.stdout.write(data.decode("utf-8", "replace"))
-        sys.stdout.flush()
-        return
-    sys.stdout.flush()
-    out.write(data)
-    out.flush()
-
-
-def _main(args: argparse.Namespace, body: Any) -> int:
-    url = args.url or os.environ.get("OVERSEER_URL") or DEFAULT_URL
-    token = args.token if args.token is not None else os.environ.get("OVERSEER_API_TOKEN")
-    try:
-        return body(_Api(url, token))
-    except ClientError as e:
-        print(f"overseer: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("\noverseer: interrupted (the execution goes on on the server)", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no more writes to the closed pipe
-        except OSError:
-            pass
-        return 0
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
-                   "Temporary failure in name resolution", "Connection reset"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _q(name: str) -> str:
-    return quote(str(name), safe="")
