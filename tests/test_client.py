@@ -119,18 +119,39 @@ def test_logs_and_event(server, capsysbinary):
     assert b"'complete' is reserved for the system" in capsysbinary.readouterr().err
 
 
-def test_logs_follow_of_a_running_job(server):
+def test_logs_follow_exits_with_the_job_status(server):
+    """`logs --follow` ends as `run --follow` does: with the job's exit code, 124 after a time-out,
+    1 for a run killed by a signal."""
     s = server()
+    url = s.config.base_url
     s.trigger("slow", {})
     proc = subprocess.Popen([sys.executable, "-m", "overseer.cli", "logs", "slow", "1", "-f",
-                             "--url", s.config.base_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--url", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"started\n"
         s.create_event("slow", 1, "terminate", None)
         proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0
+    assert proc.returncode == 1
+    s.trigger("fails", {})
+    failed = cli("logs", "fails", "1", "--follow", "--url", url)
+    assert failed.returncode == 3 and failed.stdout == b"failing\n" and failed.stderr == b""
+    s.trigger("late", {})
+    assert cli("logs", "late", "1", "--follow", "--url", url).returncode == 124
+    assert cli("logs", "fails", "1", "--url", url).returncode == 0   # without --follow: the bytes, 0
+
+
+def test_run_follow_names_the_execution_on_stderr(server):
+    s = server()
+    url = s.config.base_url
+    s.trigger("hello", {})
+    done = cli("run", "hello", "--follow", "--url", url)
+    assert done.returncode == 0
+    assert done.stderr == b"hello/2\n"   # stdout holds the output alone
+    assert sorted(done.stdout.splitlines()) == [b"hello world", b"to-stderr"]
+    failed = cli("run", "fails", "-f", "--url", url)
+    assert failed.stderr == b"fails/1\n" and failed.stdout == b"failing\n"
 
 
 def test_jobs(server, capsys):
@@ -160,7 +181,9 @@ def test_tokens_from_option_and_environment(server):
 
 def test_connection_refused_is_one_line():
     url = f"http://127.0.0.1:{free_port()}"
-    commands = (["jobs"], ["run", "hello", "--follow"], ["logs", "hello", "1"], ["event", "hello", "1", "x"])
+    commands = (["jobs"], ["run", "hello", "--follow"], ["logs", "hello", "1"], ["event", "hello", "1", "x"],
+                ["repeat", "hello", "1"], ["show", "hello", "1"], ["history"], ["history", "hello"],
+                ["activate", "hello"], ["deactivate", "hello"], ["repo"], ["sync"])
     for args in commands:
         done = cli(*args, "--url", url)
         assert done.returncode == 2
