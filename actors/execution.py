@@ -232,7 +232,7 @@ class Execution(PooledActor):
 
     def _argv(self, snapshot: Path) -> list[str]:
         if self.job.command is not None:
-            return ["/bin/sh", "-c", self.record["command"]]
+            return [render.SHELL, "-c", self.record["command"]]
         return render.script_argv(self.job, self.record["params"], snapshot)
 
     def _environment(self, snapshot: Path) -> dict:

@@ -21,6 +21,7 @@ import contextvars
 import logging
 import re
 import shlex
+import subprocess
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "OVERSEER_VAR_"
+SHELL = "/bin/sh"  # what runs a ``command`` (``SHELL -c COMMAND``)
 
 # A template whose only Jinja syntax is ``{{ name }}`` is valid by construction: it needs no parse.
 _MARKER = re.compile(r"\{[{%#]")
@@ -258,18 +260,47 @@ def render_command(job: Job, params: Mapping[str, Any]) -> str:
     if any(MARK in literal for literal in literals):
         raise ParamError(f"job {job.name!r}: the template produced a NUL character, which no command holds")
     places = classify(MARK.join(literals) + (" " + MARK if args else ""))
-    out = [literals[0]]
-    for slot, place, literal in zip(slots, places, literals[1:]):
-        value = outputs[int(slot)]
-        out.append(_written(job, params, value, place))
-        out.append(literal)
+    written = [_written(job, params, outputs[int(slot)], place) for slot, place in zip(slots, places)]
     if args:
         if places[-1] is not Context.WORD:
             raise ParamError(f"job {job.name!r}: the command ends {_where(places[-1])}, so the vars it does "
                              f"not use ({', '.join(_unused(job, params))}) cannot be appended: use them in "
                              "the template")
-        out.append(" " + shlex.join(args))
-    return "".join(out)
+        written.append(" " + shlex.join(args))
+        literals.append("")
+    if any("\n" in piece for piece in written):
+        fills = [piece if "\n" not in piece else "1" if place is Context.ARITH else "x"
+                 for piece, place in zip(written, places)]
+        if args and "\n" in written[-1]:
+            fills[-1] = " x"
+        _check_syntax(job, literals, fills)
+    return "".join(literal + piece for literal, piece in zip(literals, [*written, ""]))
+
+
+def _check_syntax(job: Job, literals: list[str], fills: list[str]) -> None:
+    """Refuse a value holding a newline in a command that is not valid shell: a shell that recovers
+    from the error (bash, where it is /bin/sh, reads on after some) starts again at a line of the
+    value, and would run it. ``fills`` stand for the values, a one-line word for each that has a
+    newline, so the text checked is the command's own syntax."""
+    text = "".join(literal + fill for literal, fill in zip(literals, [*fills, ""]))
+    problem = _syntax_error(SHELL, text)
+    if problem is not None:
+        raise ParamError(f"job {job.name!r}: the command is not valid shell ({SHELL} -n: {problem}), so no "
+                         "value holding a newline can be placed in it: fix the command")
+
+
+@lru_cache(maxsize=1024)
+def _syntax_error(shell: str, text: str) -> str | None:
+    """What ``shell -n`` says of ``text`` (its first line), None when it parses."""
+    try:
+        done = subprocess.run([shell, "-n", "-c", text], stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot be checked: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else f"exit status {done.returncode}"
 
 
 def _written(job: Job, params: Mapping[str, Any], value: Any, place: Any) -> str:

@@ -65,19 +65,25 @@ def run_all_shells(command: str, cwd: Path) -> list[subprocess.CompletedProcess]
 
 
 def canary_free(template: str, value, tmp_path: Path) -> None:
-    """The value cannot run code through ``template``: refused, or run with no CANARY left."""
+    """The value cannot run code through ``template``: refused, or run with no CANARY left, by each
+    shell as the one that runs commands (render.SHELL, which the syntax check also asks)."""
     types = {"v": "seq" if isinstance(value, list) else "str"}
     if not accepted(template, types):
         event("refused by validation")
         return
-    try:
-        command = render.render_command(make_job(template, ("v", types["v"])), {"v": value})
-    except ParamError:
-        event("refused at render")
-        return
-    event("run")
-    run_all_shells(command, tmp_path)
-    assert not (tmp_path / "CANARY").exists(), f"{template!r} with {value!r} ran: {command!r}"
+    for shell in SHELLS:
+        saved, render.SHELL = render.SHELL, shell
+        try:
+            command = render.render_command(make_job(template, ("v", types["v"])), {"v": value})
+        except ParamError:
+            event("refused at render")
+            continue
+        finally:
+            render.SHELL = saved
+        event("run")
+        subprocess.run([shell, "-c", command], cwd=tmp_path, capture_output=True, stdin=subprocess.DEVNULL,
+                       timeout=20)
+        assert not (tmp_path / "CANARY").exists(), f"{template!r} with {value!r} ran in {shell}: {command!r}"
 
 
 # -- the uses the security review broke, now inert and exact ---------------------------------------
@@ -179,6 +185,19 @@ def test_appended_vars_go_after_a_command_that_ends_as_a_word(tmp_path):
     hidden = make_job("echo {% if a %}'{% endif %}", ("a", "str"), ("b", "str"))
     with pytest.raises(ParamError, match=r"the command ends inside '...', so the vars it does not use \(b\)"):
         render.render_command(hidden, {"a": "x", "b": "\n touch CANARY"})
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_value_with_a_newline_is_refused_in_a_command_that_is_not_valid_shell(shell, monkeypatch, tmp_path):
+    monkeypatch.setattr(render, "SHELL", shell)
+    job = make_job("x=((", ("v", "str"))  # bash, after this error, would read on at the value's 2nd line
+    with pytest.raises(ParamError, match=r"the command is not valid shell \(/bin/.*-n: .*\), so no value "
+                                         "holding a newline"):
+        render.render_command(job, {"v": "'\ntouch${IFS}CANARY\n'"})
+    assert render.render_command(job, {"v": "one line"}) == "x=(( 'one line'"   # no newline: not asked
+    fine = make_job("printf %s {{ v }}", ("v", "str"))
+    assert subprocess.run([shell, "-c", render.render_command(fine, {"v": "a\nb"})], capture_output=True,
+                          check=True).stdout == b"a\nb"
 
 
 def test_the_bundled_countdown_example_renders_its_arithmetic():
