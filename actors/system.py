@@ -24,6 +24,7 @@ from overseer import executions as ex
 from overseer import schedule as sched
 from overseer.catalog import Catalog
 from overseer.config import Config
+from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
 from overseer.jobs import JOB_NAME_RE, Job
 from overseer.runner import ProcessMonitor
@@ -83,9 +84,17 @@ def _clear_dir(path: Path) -> None:
     path.mkdir(exist_ok=True)
 
 
+def serves(config: Config) -> str:
+    """``HOST:PORT`` of the configured API: what the data dir's lock says its holder serves."""
+    return f"{config.server.host}:{config.server.port}"
+
+
 class System:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, lock: Optional[DataDirLock] = None):
+        """``lock``: the data dir's lock when the caller took it already (the CLI does, to check
+        the port between the lock and the recovery); else :meth:`start` takes it."""
         self.config = config
+        self.lock = lock
         data = config.data_path
         self.store: Optional[Store] = None
         self.catalog = Catalog(data / "snapshots")
@@ -96,11 +105,18 @@ class System:
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> System:
-        _raise_fd_limit()
+        """Lock the data dir first (DataDirError naming the holder when another server has it),
+        then open, recover and start everything."""
         data = self.config.data_path
-        data.mkdir(parents=True, exist_ok=True)
-        _clear_dir(data / "tmp")  # the TMPDIRs of runs a stopped or killed server left
-        self.store = Store(data / "store")
+        if self.lock is None:
+            self.lock = DataDirLock.acquire(data, serves(self.config))
+        _raise_fd_limit()
+        try:
+            _clear_dir(data / "tmp")  # the TMPDIRs of runs a stopped or killed server left
+            self.store = Store(data / "store")
+        except BaseException:
+            self.lock.release()  # nothing else is open yet: a failed start leaves the data dir free
+            raise
         monitor = ProcessMonitor()
         self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
                            library_dir=library_dir(data), socket_path=data / "event.sock",
@@ -137,6 +153,8 @@ class System:
                 self.ctx.monitor.cgroup_root.remove()
         if self.store:
             self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- jobs --------------------------------------------------------------------------------
     def job(self, name: str) -> Job:

@@ -116,23 +116,43 @@ def _wait_for_stop(fd: int) -> None:
         pass
 
 
+def _refuse(*problems: str) -> int:
+    for problem in problems:
+        print(f"overseer: {problem}", file=sys.stderr)
+    return 2
+
+
 def _run_server(args: argparse.Namespace) -> int:
-    from overseer.actors.system import System
+    from overseer.actors.system import System, serves
     from overseer.config import load_config
+    from overseer.data_lock import DataDirLock
     from overseer.embedded import with_repository
-    from overseer.http.server import HttpServer, check_bind
+    from overseer.http.server import HttpServer, check_bind, check_port
 
     log = logging.getLogger("overseer")
     try:
         config = load_config(args.config)
         check_bind(config)
+    except ConfigError as e:
+        return _refuse(*e.problems)
+    # Before anything touches the data dir: a second server on it is refused here, naming the
+    # first; then a taken port is refused before the recovery could end anybody's runs.
+    try:
+        lock = DataDirLock.acquire(config.data_path, serves(config))
+    except OverseerError as e:
+        return _refuse(str(e))
+    try:
+        check_port(config)
+    except OSError as e:
+        lock.release()
+        return _refuse(f"cannot listen on {config.server.host}:{config.server.port}: {e}")
+    try:
         config = with_repository(config)
     except ConfigError as e:
-        for problem in e.problems:
-            print(f"overseer: {problem}", file=sys.stderr)
-        return 2
+        lock.release()
+        return _refuse(*e.problems)
     stop_signals = _stop_signals()
-    system = System(config)
+    system = System(config, lock=lock)
     try:
         system.start()
     except OverseerError as e:

@@ -52,3 +52,8 @@ class StoreBusy(StoreError):
 
 class RepositoryError(OverseerError):
     """The job repository cannot be cloned, fetched or read."""
+
+
+class DataDirError(OverseerError):
+    """The data dir cannot be locked for this server: another server holds it, or its lock file
+    cannot be made."""

@@ -40,6 +40,11 @@ def check_bind(config: Any) -> None:
                           f"set API tokens to serve on it, or bind to 127.0.0.1")
 
 
+def check_port(config: Any) -> None:
+    """The configured port is free now (OSError if not): checked before the start changes anything."""
+    _check_free(config.server.host, config.server.port)
+
+
 def _check_free(host: str, port: int) -> None:
     """Bind a throw-away socket first: a port that is taken is an OSError here, where CherryPy's
     engine would end the whole process instead."""
