@@ -31,11 +31,13 @@ import git
 import pykka
 
 from overseer import jobs as jobmodel
+from overseer import repo_state
 from overseer.catalog import JobSet
 from overseer.checkout_queue import CheckoutCancelled
-from overseer.exceptions import RepositoryError
+from overseer.exceptions import JobDefinitionError, RepositoryError
 from overseer.job_tree import TreeError
 from overseer.parse_cache import ParseCache
+from overseer.repo_state import STATE_FILE, RepoState
 from overseer.snapshot_view import close_view, open_view, trees_of
 from overseer.snapshots import GIT_CONFIG, Snapshots
 
@@ -45,6 +47,7 @@ from .messages import JobsLoaded
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300
+BRANCHES_SHOWN = 20  # a missing branch's error names at most this many of those that exist
 _GIT_CONFIG = GIT_CONFIG
 
 
@@ -108,6 +111,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
         self.parse_cache: Optional[ParseCache] = None
+        self.state_path = ctx.config.data_path / STATE_FILE
+        self._written: Optional[RepoState] = None  # what repo-state.json holds (as read or written)
 
     def on_start(self) -> None:
         open_view(self.ctx.catalog.snapshots, self.snapshots.root)  # before the first run
@@ -144,27 +149,99 @@ class RepoSync(Pingable, pykka.ThreadingActor):
 
     def _sync(self) -> JobSet:
         self.ctx.inject("repo_sync.sync")
-        previous = self.ctx.catalog.current
+        published = self.ctx.catalog.current
+        previous = published
+        if previous.commit is None:  # nothing served yet: what the server served before its restart
+            try:
+                previous = self._resume() or previous
+            except (RepositoryError, TreeError, JobDefinitionError, OSError, ValueError) as e:
+                log.warning("repository %s: cannot resume from %s: %s", redact_url(self.url),
+                            self.state_path, e)
         synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             commit = self._fetch()
         except (RepositoryError, git.GitCommandError, OSError) as e:
-            message = str(e) if isinstance(e, RepositoryError) else _git_error(e)
-            log.error("repository %s: sync failed: %s", redact_url(self.url), message)
+            message = str(e) if isinstance(e, RepositoryError) else self._fetch_error(e)
+            if previous.commit is None:
+                serving = "no jobs are served until a sync succeeds"
+            else:
+                serving = (f"serving the {len(previous.jobs)} jobs of {previous.commit[:12]}"
+                           + (", as before the restart" if previous is not published else ""))
+            log.error("repository %s: sync failed (%s): %s", redact_url(self.url), serving, message)
             jobset = dataclasses.replace(previous, sync_error=message, url=redact_url(self.url),
                                          branch=self.branch)
-            self.ctx.catalog.current = jobset
-            return jobset
-        if commit == previous.commit and previous.sync_error is None:
-            jobset = dataclasses.replace(previous, synced_at=synced_at)
-            self.ctx.catalog.current = jobset
-            return jobset
-        jobset = self._load(commit, previous, synced_at)
+        else:
+            if commit == previous.commit and previous.sync_error is None:
+                jobset = dataclasses.replace(previous, synced_at=synced_at)
+            else:
+                jobset = self._load(commit, previous, synced_at, first=published.commit is None)
+        return self._publish(jobset, published)
+
+    def _publish(self, jobset: JobSet, published: JobSet) -> JobSet:
+        """Serve ``jobset``; the Scheduler is told when its jobs changed, and what it serves is
+        written down for the next start."""
         self.ctx.catalog.current = jobset
-        if self.ctx.scheduler is not None:
-            self.ctx.scheduler.tell(JobsLoaded(jobset))
-        self._remove_unused_snapshots(jobset)
+        if jobset.jobs is not published.jobs:
+            if self.ctx.scheduler is not None:
+                self.ctx.scheduler.tell(JobsLoaded(jobset))
+            self._remove_unused_snapshots(jobset)
+        if jobset.commit is not None and jobset.sync_error is None:
+            state = RepoState(url=redact_url(self.url), branch=self.branch, commit=jobset.commit,
+                              synced_at=jobset.synced_at,
+                              kept={name: (jobset.jobs[name].file, jobset.jobs[name].commit)
+                                    for name in jobset.stale})
+            if state != self._written:
+                repo_state.write(self.state_path, state)
+                self._written = state
         return jobset
+
+    def _resume(self) -> Optional[JobSet]:
+        """The job set the last sync before the restart served, loaded from the commit (and the
+        older commits of its stale jobs) the data dir keeps; None when there is none for this
+        repository and branch, or it cannot be loaded."""
+        state = repo_state.read(self.state_path)
+        if state is None or (state.url, state.branch) != (redact_url(self.url), self.branch):
+            return None
+        kept = {}
+        for name, (file, commit) in state.kept.items():
+            try:  # a kept definition is read from its own commit's snapshot, which was kept for it
+                job = jobmodel.parse_job(self.snapshots.path(commit), file)
+            except JobDefinitionError as e:
+                log.warning("job %s: its definition of %s is not kept across the restart: %s", name,
+                            commit[:12], e)
+                continue
+            if job.name == name:
+                kept[name] = jobmodel.with_commit(job, commit)
+        log.info("repository %s: resuming from %s, served before the restart", redact_url(self.url),
+                 state.commit[:12])
+        base = JobSet(commit=None, jobs=types.MappingProxyType(kept))
+        jobset = self._load(state.commit, base, state.synced_at, first=False)
+        if jobset.commit != state.commit:
+            log.warning("repository %s: cannot resume from %s (%s)", redact_url(self.url),
+                        state.commit[:12], jobset.sync_error)
+            return None
+        self._written = state
+        return jobset
+
+    def _fetch_error(self, e: Exception) -> str:
+        """What a failed fetch says; a branch the remote does not have is named with those it has."""
+        message = _git_error(e)
+        if "couldn't find remote ref" not in message:
+            return message
+        try:
+            listing = _git(["ls-remote", "--heads", "--", self.url], cwd=self.git_dir)
+        except (git.GitCommandError, OSError):
+            return message
+        heads = sorted(line.split("refs/heads/", 1)[1] for line in listing.splitlines()
+                       if "\trefs/heads/" in line)
+        if self.branch in heads:
+            return message
+        if not heads:
+            return f"branch {self.branch!r} does not exist: the repository has no branches yet"
+        shown = ", ".join(heads[:BRANCHES_SHOWN])
+        if len(heads) > BRANCHES_SHOWN:
+            shown += f" and {len(heads) - BRANCHES_SHOWN} more"
+        return f"branch {self.branch!r} does not exist in the repository; its branches: {shown}"
 
     def _fetch(self) -> str:
         check_url(self.url)
@@ -189,13 +266,17 @@ class RepoSync(Pingable, pykka.ThreadingActor):
                 os.rename(tmp, self.git_dir)
                 return
             except git.GitCommandError as e:
-                log.warning("repository %s: local clone failed (%s); fetching instead", self.url,
-                            _git_error(e))
+                message = _git_error(e)
+                # A missing branch is the fetch's error too, said once, with the branches there are.
+                log.log(logging.DEBUG if "not found in upstream" in message else logging.WARNING,
+                        "repository %s: local clone failed (%s); fetching instead", self.url, message)
                 shutil.rmtree(tmp, ignore_errors=True)
         self.git_dir.mkdir(exist_ok=True)
         _git(["init", "--quiet", "--bare"], cwd=self.git_dir)
 
-    def _load(self, commit: str, previous: JobSet, synced_at: str) -> JobSet:
+    def _load(self, commit: str, previous: JobSet, synced_at: Optional[str], first: bool) -> JobSet:
+        """The jobs of ``commit``; a job whose file it breaks keeps its definition in ``previous``.
+        ``first``: the first job set this process serves (the parse cache is written soon)."""
         made = None   # the future of the commit's snapshot, when it is being made
         try:
             found, errors, made = self._load_objects(commit, previous.commit)
@@ -214,7 +295,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
                                            branch=self.branch)
             found, errors = jobmodel.load_repository(self.snapshots.path(commit), cache=self.parse_cache)
             errors = sorted(set(errors) | set(link_errors))
-        if previous.commit is None:
+        if first:
             # The first load of this process: written soon, so the next start parses only what
             # changes meanwhile. Later syncs change a few files; they are written at stop (a
             # 10,000-job cache takes a third of a second to write, which a sync should not pay).
@@ -225,11 +306,13 @@ class RepoSync(Pingable, pykka.ThreadingActor):
             else:
                 made.add_done_callback(lambda _future: self.parse_cache.save())
         jobs = {name: jobmodel.with_commit(job, commit) for name, job in found.items()}
-        # A job a commit broke keeps its last valid definition until it is fixed.
-        for file, _message in errors:
+        # A job a commit broke keeps its last valid definition until it is fixed, and says so.
+        stale = {}
+        for file, message in errors:
             name = jobmodel.job_name_for(file)
             if name and name not in jobs and name in previous.jobs and previous.jobs[name].file == file:
                 jobs[name] = previous.jobs[name]
+                stale[name] = types.MappingProxyType({"error": message, "commit": jobs[name].commit})
                 log.warning("job %s: %s is invalid at %s; keeping its definition of %s", name, file,
                             commit[:12], previous.jobs[name].commit[:12])
         for file, message in errors:
@@ -237,7 +320,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         log.info("repository %s: loaded %s: %d jobs, %d errors", redact_url(self.url), commit[:12],
                  len(jobs), len(errors))
         return JobSet(commit=commit, jobs=types.MappingProxyType(jobs), errors=tuple(errors),
-                      synced_at=synced_at, url=redact_url(self.url), branch=self.branch)
+                      synced_at=synced_at, url=redact_url(self.url), branch=self.branch,
+                      stale=types.MappingProxyType(stale))
 
     def _load_objects(self, commit: str, base: Optional[str]) -> tuple[dict, list, Future]:
         """The jobs and errors of ``commit`` from git's objects, and the future of its snapshot,

@@ -166,6 +166,12 @@ class System:
     def jobs(self) -> list[Job]:
         return sorted(self.catalog.current.jobs.values(), key=lambda j: j.name)
 
+    def stale(self, name: str) -> Optional[dict]:
+        """``{"error", "commit"}`` when job ``name`` runs the definition of an older commit because
+        its file is invalid at the current one (the error), else None."""
+        found = self.catalog.current.stale.get(name)
+        return None if found is None else dict(found)
+
     def is_active(self, name: str) -> bool:
         return self.store.is_active(name)
 

@@ -33,6 +33,9 @@ class JobSet:
     url: str = ""
     branch: str = ""
     sync_error: Optional[str] = None  # the last fetch failure, if the remote is unreachable
+    # The jobs kept at an older definition because their file is invalid at ``commit``:
+    # name -> {"error": the file's problem at ``commit``, "commit": the definition's commit}.
+    stale: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: types.MappingProxyType({}))
 
 
 class Catalog:

@@ -173,6 +173,8 @@ class Api:
                          "schedule": list(job.definition.get("schedule") or []),
                          "url": f"{base}/jobs/{quote(job.name)}",
                          "last_execution": ex.public(last[0], base) if last else None})
+            if (stale := system.stale(job.name)) is not None:
+                jobs[-1]["stale"] = stale
         return json_response(200, {"jobs": jobs})
 
     def get_job(self, req: Request, name: str) -> Response:
@@ -180,10 +182,13 @@ class Api:
         limit = req.int_param("limit", 20, 1, 1000)
         before = req.int_param("before", None, 1)
         records = self.system.executions(name, limit=limit, before=before)
-        return json_response(200, {
+        body = {
             "name": job.name, "file": job.file, "commit": job.commit, "active": self.system.is_active(name),
             "definition": job.definition, "next_runs": self.system.next_runs(job),
-            "executions": [ex.public(r, self.base_url) for r in records]})
+            "executions": [ex.public(r, self.base_url) for r in records]}
+        if (stale := self.system.stale(name)) is not None:
+            body["stale"] = stale
+        return json_response(200, body)
 
     def trigger(self, req: Request, name: str) -> Response:
         self.system.job(name)  # 404 before reading a body
