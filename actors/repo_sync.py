@@ -113,6 +113,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.parse_cache: Optional[ParseCache] = None
         self.state_path = ctx.config.data_path / STATE_FILE
         self._written: Optional[RepoState] = None  # what repo-state.json holds (as read or written)
+        self._resumed = False  # tried once, by the first sync that has nothing served yet
 
     def on_start(self) -> None:
         open_view(self.ctx.catalog.snapshots, self.snapshots.root)  # before the first run
@@ -151,7 +152,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.ctx.inject("repo_sync.sync")
         published = self.ctx.catalog.current
         previous = published
-        if previous.commit is None:  # nothing served yet: what the server served before its restart
+        if previous.commit is None and not self._resumed:  # what the server served before its restart
+            self._resumed = True
             try:
                 previous = self._resume() or previous
             except (RepositoryError, TreeError, JobDefinitionError, OSError, ValueError) as e:
@@ -191,7 +193,10 @@ class RepoSync(Pingable, pykka.ThreadingActor):
                               kept={name: (jobset.jobs[name].file, jobset.jobs[name].commit)
                                     for name in jobset.stale})
             if state != self._written:
-                repo_state.write(self.state_path, state)
+                # fsynced when what a restart resumes changes; a later sync's time alone is not
+                last = self._written
+                repo_state.write(self.state_path, state, durable=last is None or (
+                    last.commit, last.kept) != (state.commit, state.kept))
                 self._written = state
         return jobset
 

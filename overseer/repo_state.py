@@ -65,15 +65,16 @@ def read(path: Path) -> Optional[RepoState]:
         return None
 
 
-def write(path: Path, state: RepoState) -> None:
-    """Replace the file atomically (written, fsynced, renamed); a failure is logged, not raised:
-    it costs only the resume of the next start."""
+def write(path: Path, state: RepoState, durable: bool = True) -> None:
+    """Replace the file atomically (written, fsynced when ``durable``, renamed); a failure is
+    logged, not raised: it costs only the resume of the next start."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w") as f:
             json.dump(state.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         log.warning("cannot write %s: %s", path, e)
