@@ -1,29 +1,45 @@
-"""A worker thread takes a connection only once its request is in.
+"""A worker thread takes a connection only once its whole request is in, and only a well-framed one.
 
 cheroot hands a new connection, and a kept-alive one that has become readable, straight to a
 worker, which then blocks reading until the whole request is there: up to the socket timeout
 (60 s) for every read. A client that connects and sends nothing, half a request head, or a
-head whose declared body never comes, holds a worker that long, and ``server.thread_pool`` of
-them shut everyone else out. Such connections wait here instead: one thread watches them with an
-edge-triggered epoll (data that is not yet a request does not wake it again and again), looks
-at what each has received without taking it (``MSG_PEEK``), hands a connection to the workers
-once its request is in, and closes one whose request is not in HEAD_DEADLINE seconds after it
-got here.
+body that trickles in (declared, chunked, or after ``Expect: 100-continue``), holds a worker
+that long, and ``server.thread_pool`` of them shut everyone else out. Such connections wait here
+instead, in one thread that watches them with an epoll, and go to the workers once their request
+is in. This is the one place where connections are guarded; the request gate of
+``overseer.http.app`` sees requests.
 
-"In" means the whole head, and the whole body when the head declares one of up to what one
-peek sees. A longer body, a chunked one and a client waiting for ``100 Continue`` are handed
-over with their head: the worker reads those as they come, as before.
+"In" means the head and the whole body. While the request fits in what one look at the socket
+shows (``PEEK`` bytes, without taking them: ``MSG_PEEK``; the epoll is edge-triggered, so data
+that is not yet a request does not wake the thread again and again), nothing is read here and
+the worker reads the request as it came. A longer request, and a client that waits for
+``100 Continue`` (sent from here, and its ``Expect`` header dropped so that the worker does not
+send another), is read here into a buffer of its own, up to ``server.max_body_bytes`` of body,
+and the worker gets the buffer with the connection. Every head is checked by
+``overseer.http.framing`` before a worker reads it: a request whose framing could be read two ways
+is answered 400 and its connection closed, a declared body over the limit 413 at once (unread),
+and a request not in by its deadline 408. The deadline: ``deadline`` seconds (HEAD_DEADLINE) from
+the connection's arrival here, plus one second per ``BODY_RATE`` bytes of body the head declares
+(of ``max_body_bytes`` for a chunked body). After an error answer the connection's write side is
+closed at once and what the client still sends is read and dropped for up to ``LINGER`` seconds,
+so that the client reads the answer rather than a reset.
+
+Memory: the bytes read here for all waiting connections together are at most ``budget`` (64 MiB,
+or four bodies of ``max_body_bytes`` when that is more); past it a request is answered 503 with
+``Retry-After``.
 """
 from __future__ import annotations
 
 import heapq
 import logging
-import re
+import os
 import select
 import socket
 import threading
 import time
 from typing import Any, Callable, Optional
+
+from .framing import MAX_HEAD, ChunkScan, Head, Refused, answer, parse_head, too_large
 
 try:
     from overseer._spawn import peek as _native_peek
@@ -33,10 +49,18 @@ except ImportError:  # the C extension is optional
 log = logging.getLogger(__name__)
 
 HEAD_DEADLINE = 10.0  # seconds from a connection's arrival here to its request being in
-PEEK = 16384  # bytes looked at; a head this long without its end is handed over (cheroot refuses it)
-_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d+)")
+BODY_RATE = 65536  # bytes of declared body that add one second to the deadline
+PEEK = 16384  # bytes looked at without taking them; a longer request is read in here
+READ = 65536  # bytes taken from a socket at a time
+LINGER = 2.0  # seconds what a client sends after an error answer is read and dropped
+BUDGET = 64 << 20  # bytes read in for all waiting connections together (at least 4 bodies)
+DEFAULT_MAX_BODY = 1 << 20
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ENDED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_EDGE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_LEVEL = select.EPOLLIN | select.EPOLLRDHUP
 _CLOSED_LOG_EVERY = 60.0  # seconds between log lines about closed connections
+HAND, WAIT, CLOSE = "hand", "wait", "close"
 
 
 def peek(sock: Any, n: int = PEEK) -> Optional[bytes]:
@@ -54,35 +78,69 @@ def peek(sock: Any, n: int = PEEK) -> Optional[bytes]:
         return None
 
 
-def request_in(data: bytes) -> bool:
-    """Whether ``data``, the start of what a connection has sent, holds a request a worker can
-    read without waiting: its whole head and its body (see the module's doc)."""
-    end = data.find(b"\r\n\r\n")
-    sep = 4
-    if end < 0:
-        end, sep = data.find(b"\n\n"), 2
-        if end < 0:
-            return len(data) >= PEEK
-    head = b"\n" + data[:end].lower()
-    if b"\nexpect:" in head or b"\ntransfer-encoding:" in head:
-        return True
-    m = _LENGTH.search(head)
-    if m is None:
-        return True
-    length = int(m.group(1))
-    body_at = end + sep
-    return body_at + length > PEEK or len(data) - body_at >= length
+def take(sock: Any, n: int) -> Optional[bytes]:
+    """Up to ``n`` bytes out of ``sock``; b"" at its end, None when nothing is there. Never
+    blocks: a socket with a time-out (cheroot gives each one) is non-blocking underneath, and
+    ``recv`` on it would first wait up to that time-out."""
+    try:
+        if sock.gettimeout() is None:
+            return sock.recv(n, socket.MSG_DONTWAIT)
+        return os.read(sock.fileno(), n)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def send_now(sock: Any, data: bytes) -> bool:
+    """Whether all of ``data`` went into ``sock``'s send buffer at once (never blocks)."""
+    try:
+        if sock.gettimeout() is None:
+            return sock.send(data, socket.MSG_DONTWAIT) == len(data)
+        return os.write(sock.fileno(), data) == len(data)
+    except OSError:
+        return False
+
+
+def buffered(rfile: Any) -> bytes:
+    """What cheroot's reader of a connection holds already (read from the socket, not yet parsed)."""
+    return rfile.peek(0) if rfile.has_data() else b""  # peek of a reader with data: no read
+
+
+def _hand_bytes(rfile: Any, data: bytes) -> None:
+    """Put ``data`` into cheroot's reader of the connection, as if it had read them itself: the
+    reader (``cheroot.makefile.StreamReader``, a ``_pyio.BufferedReader``) keeps what it read in
+    ``_read_buf`` from ``_read_pos`` on, as its own ``has_data`` reads them."""
+    rfile._read_buf, rfile._read_pos = data, 0
+
+
+class _Pending:
+    """One connection waiting here, and what is known of its request so far."""
+
+    __slots__ = ("conn", "due", "buf", "head", "chunks", "searched", "lingering", "level")
+
+    def __init__(self, conn: Any, due: float):
+        self.conn = conn
+        self.due = due
+        self.buf: Optional[bytearray] = None  # None: looked at in the socket; else read in here
+        self.head: Optional[Head] = None  # offsets into the stream, the same peeked or read
+        self.chunks: Optional[ChunkScan] = None
+        self.searched = 0  # where to look for the head's end next time
+        self.lingering = False  # answered with an error: dropping what comes until it closes
+        self.level = False  # registered level-triggered (lingering)
 
 
 class HeadWait:
     """The connections whose request is not in yet, and the thread that watches them."""
 
-    def __init__(self, hand_over: Callable[[Any], None], deadline: float = HEAD_DEADLINE):
+    def __init__(self, hand_over: Callable[[Any], None], deadline: float = HEAD_DEADLINE,
+                 max_body: int = DEFAULT_MAX_BODY):
         self._hand_over = hand_over  # cheroot's own process_conn: to the worker queue
         self.deadline = deadline
+        self.max_body = max_body
+        self.budget = max(BUDGET, 4 * (max_body + MAX_HEAD))
+        self._held = 0  # bytes read in for the connections waiting here
         self._ep = select.epoll()
         self._lock = threading.Lock()
-        self._waiting: dict[int, tuple[Any, float]] = {}  # fd -> (connection, its deadline)
+        self._waiting: dict[int, _Pending] = {}
         self._due: list[tuple[float, int]] = []
         self._stopping = False
         self._closed = 0
@@ -92,54 +150,257 @@ class HeadWait:
 
     def offer(self, conn: Any) -> None:
         """To the workers if its request is in, else wait here for it."""
-        try:
-            if self.ready(conn):
-                self._hand_over(conn)
-                return
-            fd = conn.socket.fileno()
-        except OSError:
-            self._hand_over(conn)  # the worker meets the error and closes the connection
-            return
-        due = time.monotonic() + self.deadline
-        with self._lock:
-            if self._stopping:
-                conn.close()
-                return
-            self._waiting[fd] = (conn, due)
-            heapq.heappush(self._due, (due, fd))
-        try:
-            # Edge-triggered; adding an fd with data already there reports it at once.
-            self._ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
-        except OSError:
-            with self._lock:
-                self._waiting.pop(fd, None)
-            self._hand_over(conn)
+        self._settle(_Pending(conn, time.monotonic() + self.deadline), None, False)
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def held(self) -> int:
+        """Bytes read in here for the connections that wait."""
+        return self._held
+
     def stop(self) -> None:
         """Close every connection still waiting and end the thread."""
         with self._lock:
             self._stopping = True
-            left = [conn for conn, _ in self._waiting.values()]
+            left = list(self._waiting.values())
             self._waiting.clear()
-        for conn in left:
-            self._close(conn)
+        for entry in left:
+            self._drop(entry)
         self._ep.close()  # ends the thread's poll
         self._thread.join(5)
 
+    def ready(self, conn: Any) -> bool:
+        """Whether ``conn``'s next request is in, well framed and within the limits (what its
+        reader buffered and what its socket holds): a worker may read it without waiting. Any
+        other request goes through ``offer``."""
+        data, ended = self._look(conn)
+        if not data:
+            return ended  # the client closed it: the worker sees that and lets it go at once
+        try:
+            return self._judge(_Pending(conn, 0.0), data)
+        except Refused:
+            return False
+
+    # -- one connection's request -------------------------------------------------------------
     @staticmethod
-    def ready(conn: Any) -> bool:
-        """Whether ``conn``'s next request is in (what it buffered and what its socket holds)."""
-        data = peek(conn.socket)
-        if data == b"":
-            return True  # the client closed it: the worker sees that and lets it go at once
-        rfile = conn.rfile
-        if rfile.has_data():  # pipelined: the start of this request is buffered already
-            data = rfile.peek(0) + (data or b"")  # peek of a reader with data: no read
-        return data is not None and request_in(data)
+    def _look(conn: Any) -> tuple[bytes, bool]:
+        """What the connection has sent (buffered by its reader, then in its socket), and whether
+        the client has closed its side."""
+        got = peek(conn.socket)
+        return buffered(conn.rfile) + (got or b""), got == b""
+
+    def _judge(self, entry: _Pending, data: Any) -> bool:
+        """Whether the request at the start of ``data`` is all in; ``Refused`` when it must not
+        be served. What it learns (the head, the chunks read through) stays in ``entry``."""
+        head = entry.head
+        if head is None:
+            head = parse_head(data, entry.searched)
+            if head is None:
+                entry.searched = max(0, len(data) - 3)
+                return False
+            entry.head = head
+            if head.chunked:
+                entry.chunks = ChunkScan(head.end)
+                declared = self.max_body
+            elif head.length > self.max_body:
+                raise too_large(self.max_body)
+            else:
+                declared = head.length
+            entry.due += declared / BODY_RATE
+        if entry.chunks is None:
+            return head.body_in(data)
+        if entry.chunks.advance(data, self.max_body):
+            return True
+        if len(data) - head.end > 2 * self.max_body + MAX_HEAD:  # framing of tiny chunks
+            raise too_large(self.max_body)
+        return False
+
+    def _step(self, entry: _Pending, ended: bool) -> str:
+        if entry.lingering:
+            return CLOSE if take(entry.conn.socket, READ) == b"" else WAIT
+        if entry.buf is None:
+            data, at_end = self._look(entry.conn)
+            ended = ended or at_end
+            if not data:
+                return HAND if ended else WAIT  # at its end the worker sees that and lets it go
+            if self._judge(entry, data):
+                return HAND
+            head = entry.head
+            if len(data) < PEEK and (head is None or not head.expect):
+                if ended:
+                    return HAND  # all the client will send: the worker reads it and meets the end
+                if head is None or head.chunked or head.end + head.length <= PEEK:
+                    return WAIT  # it fits in a look at the socket: nothing is read here
+            self._read_in(entry)
+        return self._read(entry, ended)
+
+    def _read_in(self, entry: _Pending) -> None:
+        """From looking at the socket to reading it: what the reader buffered comes first."""
+        rfile = entry.conn.rfile
+        entry.buf = bytearray(buffered(rfile))
+        rfile._read_buf, rfile._read_pos = b"", 0
+        self._hold(len(entry.buf), force=True)
+
+    def _read(self, entry: _Pending, ended: bool) -> str:
+        buf, sock = entry.buf, entry.conn.socket
+        while True:
+            if self._judge(entry, buf):
+                return HAND
+            head = entry.head
+            if head is not None and head.expect and len(buf) >= head.end and not self._continue(entry):
+                return CLOSE
+            if ended:
+                return HAND if head is not None else CLOSE
+            if head is None:
+                want = MAX_HEAD + 5 - len(buf)
+            elif entry.chunks is None:
+                want = head.end + head.length - len(buf)
+            else:
+                want = READ
+            want = max(1, min(want, READ))
+            self._hold(want)
+            got = None
+            try:
+                got = take(sock, want)
+            finally:
+                self._release(want - len(got or b""))
+            if got is None:
+                return WAIT
+            if not got:
+                ended = True
+            buf += got
+
+    def _continue(self, entry: _Pending) -> bool:
+        """Send ``100 Continue`` and drop the ``Expect`` lines from the head that the worker
+        reads (it would send another). False when the client does not take it at once."""
+        head, buf = entry.head, entry.buf
+        cut = 0
+        for start, end in reversed(head.expect):
+            del buf[start:end]
+            cut += end - start
+        head.end -= cut
+        if entry.chunks is not None:
+            entry.chunks.pos -= cut
+        head.expect = []
+        self._release(cut)
+        return send_now(entry.conn.socket, CONTINUE)
+
+    def _refuse(self, entry: _Pending, refused: Refused) -> str:
+        """Answer, close the write side, and drop what still comes for up to LINGER seconds."""
+        conn = entry.conn
+        log.info("HTTP: refused a request from %s: %d %s", getattr(conn, "remote_addr", None) or "-",
+                 refused.status, refused.message)
+        self._forget(entry)
+        if not send_now(conn.socket, answer(refused)):
+            return CLOSE
+        try:
+            conn.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            return CLOSE
+        entry.lingering = True
+        entry.due = time.monotonic() + LINGER
+        return WAIT
+
+    def _hold(self, n: int, force: bool = False) -> None:
+        with self._lock:
+            if not force and self._held + n > self.budget:
+                raise Refused(503, f"the server holds {self._held >> 20} MiB of requests that are still "
+                                   f"coming in; retry in a moment", (("Retry-After", "1"),))
+            self._held += n
+
+    def _release(self, n: int) -> None:
+        with self._lock:
+            self._held -= n
+
+    def _forget(self, entry: _Pending) -> None:
+        """Let go of what was read in for ``entry``."""
+        if entry.buf is not None:
+            self._release(len(entry.buf))
+            entry.buf = None
+
+    # -- the waiting set ------------------------------------------------------------------------
+    def _settle(self, entry: _Pending, fd: Optional[int], ended: bool) -> None:
+        """Take ``entry`` a step on: to the workers, closed, or (on) waiting here. ``fd``: its
+        file descriptor when it waits here already."""
+        due = entry.due
+        try:
+            try:
+                outcome = self._step(entry, ended)
+            except Refused as refused:
+                outcome = self._refuse(entry, refused)
+        except OSError:
+            # the worker meets the error and closes the connection; read-in bytes are lost anyway
+            outcome = HAND if entry.buf is None and not entry.lingering else CLOSE
+        self._apply(entry, fd, outcome, due)
+
+    def _apply(self, entry: _Pending, fd: Optional[int], outcome: str, due: float) -> None:
+        if outcome == WAIT:
+            if fd is None:
+                self._enter(entry)
+                return
+            if entry.due != due:
+                with self._lock:
+                    heapq.heappush(self._due, (entry.due, fd))
+            if entry.lingering and not entry.level:
+                entry.level = True
+                try:
+                    self._ep.modify(fd, _LEVEL)  # each wake drops one read; none is missed
+                except OSError:
+                    if self._take(fd, entry):
+                        self._drop(entry)
+            return
+        if fd is not None and not self._take(fd, entry):
+            return
+        if outcome == HAND:
+            self._give(entry)
+        else:
+            self._drop(entry)
+
+    def _enter(self, entry: _Pending) -> None:
+        conn = entry.conn
+        try:
+            fd = conn.socket.fileno()
+        except OSError:
+            self._give(entry)
+            return
+        with self._lock:
+            if self._stopping:
+                stopping = True
+            else:
+                stopping = False
+                self._waiting[fd] = entry
+                heapq.heappush(self._due, (entry.due, fd))
+        if stopping:
+            self._drop(entry)
+            return
+        entry.level = entry.lingering
+        try:
+            # Edge-triggered; adding an fd with data already there reports it at once.
+            self._ep.register(fd, _LEVEL if entry.level else _EDGE)
+        except OSError:
+            with self._lock:
+                self._waiting.pop(fd, None)
+            self._give(entry)
+
+    def _give(self, entry: _Pending) -> None:
+        """To the workers, with what was read in here."""
+        if entry.lingering:
+            self._drop(entry)
+            return
+        if entry.buf is not None:
+            _hand_bytes(entry.conn.rfile, bytes(entry.buf))
+            self._forget(entry)
+        self._hand_over(entry.conn)
+
+    def _drop(self, entry: _Pending) -> None:
+        self._forget(entry)
+        try:
+            entry.conn.close()
+        except OSError:
+            pass
 
     def _loop(self) -> None:
         while True:
@@ -150,30 +411,15 @@ class HeadWait:
             except (OSError, ValueError):  # closed by stop()
                 return
             for fd, mask in events:
-                self._check(fd, mask)
+                entry = self._waiting.get(fd)
+                if entry is not None:
+                    self._settle(entry, fd, bool(mask & _ENDED))
             self._expire()
 
-    def _check(self, fd: int, mask: int) -> None:
-        with self._lock:
-            entry = self._waiting.get(fd)
-        if entry is None:
-            return
-        conn = entry[0]
-        if mask & _ENDED:
-            ready = True  # the client sent all it will send: the worker reads it and meets the end
-        else:
-            try:
-                ready = self.ready(conn)
-            except OSError:
-                ready = True
-        if ready and self._take(fd, conn):
-            self._hand_over(conn)
-
-    def _take(self, fd: int, conn: Any) -> bool:
+    def _take(self, fd: int, entry: _Pending) -> bool:
         """Out of the waiting set (False: it was not there any more)."""
         with self._lock:
-            entry = self._waiting.get(fd)
-            if entry is None or entry[0] is not conn:
+            if self._waiting.get(fd) is not entry:
                 return False
             del self._waiting[fd]
         try:
@@ -189,20 +435,29 @@ class HeadWait:
             while self._due and self._due[0][0] <= now:
                 due, fd = heapq.heappop(self._due)
                 entry = self._waiting.get(fd)
-                if entry is not None and entry[1] == due:
-                    late.append((fd, entry[0]))
-        for fd, conn in late:
-            if self._take(fd, conn):
-                self._close(conn)
-                self._closed += 1
+                if entry is not None and entry.due == due:
+                    late.append((fd, entry))
+        for fd, entry in late:
+            if entry.lingering:
+                if self._take(fd, entry):
+                    self._drop(entry)
+                continue
+            self._closed += 1
+            try:
+                data = entry.buf if entry.buf is not None else self._look(entry.conn)[0]
+            except OSError:
+                data = b""
+            if not data.lstrip(b"\r\n"):  # nothing of a request: nobody to tell
+                if self._take(fd, entry):
+                    self._drop(entry)
+                continue
+            refused = Refused(408, f"the request was not all in within {self.deadline:g} s of the "
+                                   f"connection's arrival (plus 1 s per {BODY_RATE >> 10} KiB of body "
+                                   f"declared); the connection is closed")
+            due = entry.due
+            self._apply(entry, fd, self._refuse(entry, refused), due)
         if self._closed and now - self._logged_at >= _CLOSED_LOG_EVERY:
             log.warning("HTTP: closed %d connection(s) whose request was not in %g s after they "
-                        "spoke or connected", self._closed, self.deadline)
+                        "spoke or connected (plus 1 s per %d KiB of declared body)", self._closed,
+                        self.deadline, BODY_RATE >> 10)
             self._closed, self._logged_at = 0, now
-
-    @staticmethod
-    def _close(conn: Any) -> None:
-        try:
-            conn.close()
-        except OSError:
-            pass

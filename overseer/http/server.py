@@ -119,7 +119,7 @@ class _Connection(HTTPConnection):
             if not super().communicate():
                 return False
             if self.rfile.has_data():
-                if HeadWait.ready(self):
+                if self.server.head_wait.ready(self):
                     continue  # a pipelined request is buffered already
                 return True  # the rest of it waits in the HeadWait (cheroot puts it there)
             if not self._next_request_soon():
@@ -133,7 +133,7 @@ class _Connection(HTTPConnection):
             poller = select.poll()
             poller.register(self.socket.fileno(), select.POLLIN)
             # a request that is not all in waits in the HeadWait, not on this worker
-            return bool(poller.poll(KEEP_WAIT * 1000)) and HeadWait.ready(self)
+            return bool(poller.poll(KEEP_WAIT * 1000)) and self.server.head_wait.ready(self)
         except (OSError, ValueError):
             return False
 
@@ -141,9 +141,10 @@ class _Connection(HTTPConnection):
 class _WsgiServer(_cpwsgi_server.CPWSGIServer):
     """cheroot's server, handing a connection to a worker only once its request is in."""
 
-    def __init__(self, server: Any):
+    def __init__(self, server: Any, max_body: int):
         super().__init__(server)
-        self.head_wait = HeadWait(super().process_conn)  # cheroot's own: to the worker queue
+        # cheroot's own process_conn: to the worker queue
+        self.head_wait = HeadWait(super().process_conn, max_body=max_body)
 
     def process_conn(self, conn: Any) -> None:
         self.head_wait.offer(conn)
@@ -188,7 +189,7 @@ class HttpServer:
         # together, a load balancer's pool) waits for the kernel's SYN retries, or is reset.
         server.socket_queue_size = LISTEN_BACKLOG
         server.shutdown_timeout = 5
-        httpserver = _WsgiServer(server)
+        httpserver = _WsgiServer(server, server_conf.max_body_bytes)
         httpserver.ConnectionClass = _Connection
         self._head_wait = httpserver.head_wait
         server.instance = httpserver
