@@ -15,12 +15,12 @@ import logging
 import queue
 import threading
 import time
-import urllib.parse
 from typing import Optional
 
 import pykka
 
 from overseer.config import Config
+from overseer.job_fields import redact_hook_url
 
 from .context import Pingable
 from .messages import EventRecorded
@@ -56,20 +56,9 @@ def urls_for(event: EventRecorded, server_hooks) -> list[str]:
     return urls
 
 
-def _redact(url: str) -> str:
-    """Never log credentials or query strings of a webhook URL."""
-    try:
-        parts = urllib.parse.urlparse(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
-    except ValueError:
-        return "<invalid url>"
-
-
 class _Worker(threading.Thread):
     def __init__(self, url: str, secret: Optional[str], on_idle):
-        super().__init__(name=f"webhook {_redact(url)}", daemon=True)
+        super().__init__(name=f"webhook {redact_hook_url(url)}", daemon=True)
         self.url = url
         self.secret = secret.encode() if secret else None
         self.queue: queue.Queue = queue.Queue()
@@ -78,6 +67,9 @@ class _Worker(threading.Thread):
         # start of the server.
         import requests
 
+        # urllib3 logs each request line, query string (tokens) and all, at debug level; every
+        # delivery's outcome is logged below with the URL redacted.
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
         self.session = requests.Session()
         self.session.trust_env = False  # never send job webhooks through an environment proxy
         self.stopping = False
@@ -101,7 +93,7 @@ class _Worker(threading.Thread):
         if self.secret:
             digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
             headers["X-Overseer-Signature"] = "sha256=" + digest
-        what = f"{event.job}/{event.ident} {event.name} -> {_redact(self.url)}"
+        what = f"{event.job}/{event.ident} {event.name} -> {redact_hook_url(self.url)}"
         delay = BACKOFF_FIRST
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from overseer import render
 from overseer.exceptions import JobDefinitionError, ParamError
@@ -228,6 +228,31 @@ def schedule_field(raw: Any, specs: tuple[VarSpec, ...]) -> tuple[ScheduleEntry,
     return entries
 
 
+def redact_hook_url(url: str) -> str:
+    """A webhook URL as the log and the API show it: ``scheme://host:port/path``, without
+    credentials, parameters, query or fragment (where tokens go)."""
+    try:
+        parts = urlparse(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme or host else parts.path
+
+
+def redact_hooks(hooks: Any) -> Any:
+    """A job document's ``hooks`` as the API shows them: each URL through :func:`redact_hook_url`."""
+    if not isinstance(hooks, Mapping):
+        return hooks
+
+    def shown(url: Any) -> Any:
+        return redact_hook_url(url) if isinstance(url, str) else url
+
+    return {event: [shown(u) for u in urls] if isinstance(urls, list) else shown(urls)
+            for event, urls in hooks.items()}
+
+
 def hooks_field(raw: Any) -> Mapping[str, tuple[str, ...]]:
     if raw is None:
         return MappingProxyType({})
@@ -240,11 +265,18 @@ def hooks_field(raw: Any) -> Mapping[str, tuple[str, ...]]:
         if isinstance(urls, str):
             urls = [urls]
         if not isinstance(urls, list):
-            raise definition_error(f"hooks.{event}: must be a URL or a list of URLs, not {urls!r}")
+            raise definition_error(f"hooks.{event}: must be a URL or a list of URLs, "
+                                   f"not {type(urls).__name__}")
         for url in urls:
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                raise definition_error(f"hooks.{event}: {url!r} is not an http(s) URL")
+            if not isinstance(url, str):
+                raise definition_error(f"hooks.{event}: a URL is text, not {type(url).__name__}")
+            try:
+                parts = urlsplit(url)
+                usable = parts.scheme in ("http", "https") and bool(parts.netloc)
+            except ValueError:  # such as an unclosed [ of an IPv6 address
+                usable = False
+            if not usable:
+                raise definition_error(f"hooks.{event}: {redact_hook_url(url)!r} is not an http(s) URL")
         hooks[event] = tuple(urls)
     return MappingProxyType(hooks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 
 import pytest
 import requests
@@ -485,6 +486,36 @@ def test_foreign_host_refused_without_tokens(api):
                  "[::1]", "LOCALHOST"):
         status, _, _ = a.raw("GET", "/health", {"Host": host})
         assert status == 200, host
+
+
+def test_webhook_credentials_are_shown_in_no_answer_and_no_log(api, receiver, caplog):
+    """A job's ``hooks:`` URLs keep their ``user:pass@``, ``;params``, query and fragment for the
+    delivery, and show none of them in the API or the log (as the server's own hooks)."""
+    caplog.set_level(logging.DEBUG)
+    host = receiver.url.removeprefix("http://")
+    secrets = ["hookuser", "hookpass", "KEY123", "tok3n", "TOK456", "ftpuser", "ftppass", "KEY789", "frag"]
+    jobs = {**JOBS, "hooked.yml": {"command": "echo hooked", "hooks": {
+        "complete": f"http://hookuser:hookpass@{host}/done;p=KEY123?api_key=KEY123#frag",
+        "*": [f"http://tok3n@{host}/all?token=TOK456"]}},
+        "broken.yml": {"command": "true", "hooks": {"start": "ftp://ftpuser:ftppass@h/x?api_key=KEY789"}}}
+    a = api(jobs)
+    job = a.get("/jobs/hooked").json()
+    assert job["definition"]["hooks"] == {"complete": f"{receiver.url}/done", "*": [f"{receiver.url}/all"]}
+    assert job["definition"]["command"] == "echo hooked"
+    assert a.post("/jobs/hooked").status_code == 201
+    a.finished("hooked", 1)
+    paths = [p for p, _, _ in receiver.wait(lambda got: any(p.startswith("/done") for p, _, _ in got)
+                                            and sum(p.startswith("/all") for p, _, _ in got) >= 3)]
+    assert "/done;p=KEY123?api_key=KEY123" in paths and "/all?token=TOK456" in paths  # delivered as written
+    wait_for(lambda: "delivered" in caplog.text, what="the delivery's log line")
+    repo = a.get("/repo").json()
+    assert any(e["file"] == "broken.yml" and "'ftp://h/x' is not an http(s) URL" in e["error"]
+               for e in repo["errors"]), repo
+    answers = [a.get(path).text for path in ("/jobs", "/jobs/hooked", "/jobs/hooked/1", "/repo",
+                                             "/jobs/broken", "/openapi.json")]
+    for secret in secrets:
+        assert not any(secret in text for text in answers), secret
+        assert secret not in caplog.text, secret
 
 
 def test_check_bind():

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from overseer import executions as ex
 from overseer.exceptions import NotFound
+from overseer.job_fields import redact_hooks
 from overseer.jobs import JOB_NAME_RE
 
 from . import errors
@@ -184,7 +185,7 @@ class Api:
         records = self.system.executions(name, limit=limit, before=before)
         body = {
             "name": job.name, "file": job.file, "commit": job.commit, "active": self.system.is_active(name),
-            "definition": job.definition, "next_runs": self.system.next_runs(job),
+            "definition": _public_definition(job.definition), "next_runs": self.system.next_runs(job),
             "executions": [ex.public(r, self.base_url) for r in records]}
         if (stale := self.system.stale(name)) is not None:
             body["stale"] = stale
@@ -351,6 +352,14 @@ def _disconnect_probe(environ: dict) -> Callable[[], bool]:
             return True
 
     return gone
+
+
+def _public_definition(definition: Any) -> Any:
+    """The job's document as the API shows it: webhook URLs without credentials or query (as
+    the log shows them)."""
+    if "hooks" not in definition:
+        return definition
+    return {**definition, "hooks": redact_hooks(definition["hooks"])}
 
 
 def _route(segments: list[str]) -> tuple[Any, dict[str, str]]:
