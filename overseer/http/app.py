@@ -1,8 +1,9 @@
 """The REST API (SPEC §6): one WSGI application, grafted onto CherryPy's tree by ``server``.
 
-Each request passes, in this order: the Host check (only when no tokens are set:
-DNS rebinding protection), the bearer token check (only when tokens are set;
-``/health`` is always open), routing on path segments (404, 405 with
+Each request passes one gate, in this order: the Host check (only when no tokens
+are set: DNS rebinding protection), the origin check of every state-changing
+request (CSRF, with or without tokens: ``_check_origin``), the bearer token
+check (only when tokens are set; ``/health`` is always open); then routing on path segments (404, 405 with
 ``Allow``), then one thin handler that parses the query and body, makes one
 call into the System or a read of its Store, and answers JSON. Errors are
 mapped in one place, ``overseer.http.errors``; nothing ever reaches the
@@ -33,7 +34,15 @@ from overseer.jobs import JOB_NAME_RE
 
 from . import errors
 from .errors import HttpError
-from .request import Request, Response, body_values, error_response, host_is_loopback, json_response
+from .request import (
+    Request,
+    Response,
+    body_values,
+    error_response,
+    host_is_loopback,
+    json_response,
+    origin_of,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("overseer.http.access")
@@ -44,6 +53,8 @@ FOLLOW_WAIT = 1.0  # seconds a follower sleeps on the Store between checks
 ID_RE = re.compile(r"[0-9]{1,18}\Z")
 MAX_NAME = 255
 EVENT_BODY = '{"event": NAME, "cause": TEXT}'
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # the methods that change nothing
+SAME_SITE = frozenset(("same-origin", "none"))  # Sec-Fetch-Site of a page of ours, or the user's own
 TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
 
 # path pattern (None = a variable segment) -> method -> handler name
@@ -85,6 +96,7 @@ class Api:
     def __init__(self, system: Any, config: Any):
         self.system = system
         self.base_url = config.base_url
+        self.origin = origin_of(self.base_url)
         server = config.server
         self.tokens = tuple(t.encode("utf-8") for t in server.tokens)
         self.max_body = server.max_body_bytes
@@ -130,6 +142,8 @@ class Api:
             host = req.header("Host")
             if host is not None and not host_is_loopback(host):
                 raise errors.forbidden_host(host)
+        if req.method not in SAFE_METHODS:
+            self._check_origin(req)
         segments = req.segments()
         if self.tokens and segments != ["health"]:
             self._check_token(req)
@@ -144,6 +158,41 @@ class Api:
             raise errors.method_not_allowed(req.method, allowed)
         args = [s for p, s in zip(pattern, segments) if p is None]
         return getattr(self, name)(req, *args)
+
+    def _check_origin(self, req: Request) -> None:
+        """Refuse a state-changing request that a browser sent for a page of another origin
+        (CSRF, SPEC §12): its ``Origin`` is not ours; or, without one, its ``Sec-Fetch-Site`` is
+        not ``same-origin`` or ``none``; or, without either, its ``Referer`` is not of our
+        origin. Ours: ``http://`` and the request's Host, or the origin of ``base_url``. A request
+        with none of the three (curl, the CLI, webhooks of git hosts) is not a browser's."""
+        origin = req.header("Origin")
+        if origin is not None:
+            if not self._own(origin_of(origin), req):
+                raise errors.cross_origin(f"Origin {_shown(origin)} is not this server's origin "
+                                          f"({self._origins(req)})")
+            return
+        site = req.header("Sec-Fetch-Site")
+        if site is not None:
+            if site.strip().lower() not in SAME_SITE:
+                raise errors.cross_origin(f"Sec-Fetch-Site is {_shown(site)}, not same-origin")
+            return
+        referer = req.header("Referer")
+        if referer is not None and not self._own(origin_of(referer), req):
+            raise errors.cross_origin(f"the Referer is not a page of this server's origin "
+                                      f"({self._origins(req)})")
+
+    def _own(self, origin: Optional[str], req: Request) -> bool:
+        if origin is None:
+            return False
+        if origin == self.origin:
+            return True
+        host = req.header("Host")
+        return host is not None and origin == origin_of("http://" + host)
+
+    def _origins(self, req: Request) -> str:
+        host = req.header("Host")
+        own = {o for o in (self.origin, origin_of("http://" + host) if host else None) if o}
+        return " or ".join(sorted(own))
 
     def _check_token(self, req: Request) -> None:
         scheme, _, value = (req.header("Authorization") or "").strip().partition(" ")
@@ -360,6 +409,11 @@ def _public_definition(definition: Any) -> Any:
     if "hooks" not in definition:
         return definition
     return {**definition, "hooks": redact_hooks(definition["hooks"])}
+
+
+def _shown(value: str) -> str:
+    """A header value in an error message: quoted, and cut short."""
+    return repr(value if len(value) <= 100 else value[:100] + "...")
 
 
 def _route(segments: list[str]) -> tuple[Any, dict[str, str]]:

@@ -47,6 +47,11 @@ def forbidden_host(host: str) -> HttpError:
                           f"names are served (DNS rebinding protection)")
 
 
+def cross_origin(reason: str) -> HttpError:
+    return HttpError(403, f"cross-origin request refused: {reason}; a request that changes something "
+                          f"must come from this server's own origin, or from outside a browser")
+
+
 def not_found(message: str = "no such resource") -> HttpError:
     return HttpError(404, message)
 

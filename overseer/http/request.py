@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from . import errors
 from .errors import HttpError
@@ -51,6 +51,23 @@ def host_is_loopback(host: str) -> bool:
     else:
         name = host
     return is_loopback_name(name)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> Optional[str]:
+    """The origin of an http(s) URL as ``scheme://host:port`` (lower case, the port always
+    written), or None when it has none (``null``, another scheme, not a URL)."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port or _DEFAULT_PORTS[scheme]}"
 
 
 def json_default(value: Any) -> Any:
