@@ -17,6 +17,7 @@ from overseer.http.server import HttpServer
 JOBS = {"hello.yml": {"command": "echo hello {{ who }}", "vars": [{"name": "who", "default": "world"}]}}
 SMUGGLED = b"POST /jobs/hello HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
 HOST = b"Host: 127.0.0.1\r\n"
+NOPE = b"POST /jobs/nope HTTP/1.1\r\n" + HOST  # a request that would be 404 itself
 
 
 @pytest.fixture
@@ -67,38 +68,38 @@ def responses(data: bytes) -> list[tuple[int, bytes]]:
 
 SMUGGLING = {
     "Content-Length and Transfer-Encoding": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        NOPE + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"0\r\n\r\n" + SMUGGLED, "both Content-Length and Transfer-Encoding"),
     "Transfer-Encoding and Content-Length": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\nContent-Length: 69\r\n\r\n"
+        NOPE + b"Transfer-Encoding: chunked\r\nContent-Length: 69\r\n\r\n"
         b"0\r\n\r\n" + SMUGGLED, "both Content-Length and Transfer-Encoding"),
     "Transfer-Encoding chunked twice": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
+        NOPE + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
         b"\r\n\r\n0\r\n\r\n" + SMUGGLED, "exactly chunked"),
     "Transfer-Encoding gzip, chunked": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        NOPE + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
         "exactly chunked"),
     "Transfer-Encoding in HTTP/1.0": (
         b"POST /jobs/nope HTTP/1.0\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
         "not HTTP/1.0"),
     "Content-Length headers that differ": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\nContent-Length: 0\r\n\r\n"
+        NOPE + b"Content-Length: %d\r\nContent-Length: 0\r\n\r\n"
         % len(SMUGGLED) + SMUGGLED, "Content-Length headers that differ"),
     "Content-Length with a sign": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Content-Length: +0\r\n\r\n" + SMUGGLED, "decimal number"),
+        NOPE + b"Content-Length: +0\r\n\r\n" + SMUGGLED, "decimal number"),
     "Content-Length list": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Content-Length: 0, 0\r\n\r\n" + SMUGGLED, "decimal number"),
+        NOPE + b"Content-Length: 0, 0\r\n\r\n" + SMUGGLED, "decimal number"),
     "white space before the colon": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Content-Length : %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+        NOPE + b"Content-Length : %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
         "line 3 of the request head"),
     "an obs-fold line": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"X-Note: a\r\n Transfer-Encoding: chunked\r\n\r\n" + SMUGGLED,
+        NOPE + b"X-Note: a\r\n Transfer-Encoding: chunked\r\n\r\n" + SMUGGLED,
         "obs-fold"),
     "a bad chunk size": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n0x0\r\n\r\n" + SMUGGLED,
+        NOPE + b"Transfer-Encoding: chunked\r\n\r\n0x0\r\n\r\n" + SMUGGLED,
         "chunk-size line"),
     "trailer fields": (
-        b"POST /jobs/nope HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        NOPE + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
         + SMUGGLED, "trailer fields"),
 }
 RUNS_ITSELF = {

@@ -3,11 +3,12 @@
 Each request passes one gate, in this order: the Host check (only when no tokens
 are set: DNS rebinding protection), the origin check of every state-changing
 request (CSRF, with or without tokens: ``_check_origin``), the bearer token
-check (only when tokens are set; ``/health`` is always open); then routing on path segments (404, 405 with
-``Allow``), then one thin handler that parses the query and body, makes one
-call into the System or a read of its Store, and answers JSON. Errors are
-mapped in one place, ``overseer.http.errors``; nothing ever reaches the
-client as an HTML page.
+check (only when tokens are set; ``/health`` is always open). Then routing on
+path segments (404, 405 with ``Allow``), then one thin handler that parses the
+query and body, makes one call into the System or a read of its Store, and
+answers JSON. Errors are mapped in one place, ``overseer.http.errors``; nothing
+ever reaches the client as an HTML page. How a request is framed, and whether
+it is all in, is decided before it gets here (``overseer.http.head_wait``).
 
 Job names and execution ids from the path are only compared and used as
 Store keys; they never name a file.

@@ -241,7 +241,7 @@ class HeadWait:
         """From looking at the socket to reading it: what the reader buffered comes first."""
         rfile = entry.conn.rfile
         entry.buf = bytearray(buffered(rfile))
-        rfile._read_buf, rfile._read_pos = b"", 0
+        _hand_bytes(rfile, b"")
         self._hold(len(entry.buf), force=True)
 
     def _read(self, entry: _Pending, ended: bool) -> str:
@@ -288,11 +288,13 @@ class HeadWait:
         self._release(cut)
         return send_now(entry.conn.socket, CONTINUE)
 
-    def _refuse(self, entry: _Pending, refused: Refused) -> str:
-        """Answer, close the write side, and drop what still comes for up to LINGER seconds."""
+    def _refuse(self, entry: _Pending, refused: Refused, quiet: bool = False) -> str:
+        """Answer, close the write side, and drop what still comes for up to LINGER seconds.
+        ``quiet``: not logged one by one (late requests are counted in one line a minute)."""
         conn = entry.conn
-        log.info("HTTP: refused a request from %s: %d %s", getattr(conn, "remote_addr", None) or "-",
-                 refused.status, refused.message)
+        if not quiet:
+            log.info("HTTP: refused a request from %s: %d %s", getattr(conn, "remote_addr", None) or "-",
+                     refused.status, refused.message)
         self._forget(entry)
         if not send_now(conn.socket, answer(refused)):
             return CLOSE
@@ -455,7 +457,7 @@ class HeadWait:
                                    f"connection's arrival (plus 1 s per {BODY_RATE >> 10} KiB of body "
                                    f"declared); the connection is closed")
             due = entry.due
-            self._apply(entry, fd, self._refuse(entry, refused), due)
+            self._apply(entry, fd, self._refuse(entry, refused, quiet=True), due)
         if self._closed and now - self._logged_at >= _CLOSED_LOG_EVERY:
             log.warning("HTTP: closed %d connection(s) whose request was not in %g s after they "
                         "spoke or connected (plus 1 s per %d KiB of declared body)", self._closed,
