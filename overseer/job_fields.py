@@ -268,15 +268,14 @@ def hooks_field(raw: Any) -> Mapping[str, tuple[str, ...]]:
             raise definition_error(f"hooks.{event}: must be a URL or a list of URLs, "
                                    f"not {type(urls).__name__}")
         for url in urls:
-            if not isinstance(url, str):
-                raise definition_error(f"hooks.{event}: a URL is text, not {type(url).__name__}")
             try:
-                parts = urlsplit(url)
-                usable = parts.scheme in ("http", "https") and bool(parts.netloc)
+                parts = urlsplit(url) if isinstance(url, str) else None
             except ValueError:  # such as an unclosed [ of an IPv6 address
-                usable = False
-            if not usable:
-                raise definition_error(f"hooks.{event}: {redact_hook_url(url)!r} is not an http(s) URL")
+                parts = None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                shown = (repr(redact_hook_url(url)) if isinstance(url, str)
+                         else f"a {type(url).__name__}" if isinstance(url, (dict, list)) else repr(url))
+                raise definition_error(f"hooks.{event}: {shown} is not an http(s) URL")
         hooks[event] = tuple(urls)
     return MappingProxyType(hooks)
 

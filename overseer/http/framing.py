@@ -42,12 +42,9 @@ _FRAMING_FIELD = re.compile(rb"^(content-length|transfer-encoding|host|expect):[
                             re.IGNORECASE | re.MULTILINE)
 
 
-class Refused(Exception):
-    """A request that is answered ``status`` with ``message`` and whose connection is closed."""
-
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+class Refused(errors.HttpError):
+    """A request that is answered ``status`` with ``message``, and whose connection is closed
+    then: it is answered by the head wait, before any worker reads it."""
 
 
 def bad(message: str) -> Refused:

@@ -310,7 +310,7 @@ class HeadWait:
         with self._lock:
             if not force and self._held + n > self.budget:
                 raise Refused(503, f"the server holds {self._held >> 20} MiB of requests that are still "
-                                   f"coming in; retry in a moment", (("Retry-After", "1"),))
+                                   f"coming in; retry in a moment", [("Retry-After", "1")])
             self._held += n
 
     def _release(self, n: int) -> None:
