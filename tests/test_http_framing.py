@@ -181,6 +181,7 @@ def test_parse_head():
     [(start, end)] = head.expect
     assert data[start:end] == b"expect: 100-Continue\r\n"
     assert parse_head(b"\r\nGET / HTTP/1.0\r\n\r\n").end == 20  # one empty line before is skipped
+    assert parse_head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expect == []
     for bad, status in [(b"GET / HTTP/1.1\nHost: a\n\n", 400), (b"GET / HTTP/2.0\r\n\r\n", 505),
                         (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * MAX_HEAD, 431),
                         (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),

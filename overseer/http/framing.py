@@ -116,7 +116,7 @@ def parse_head(data: Bytes, search_from: int = 0) -> Optional[Head]:
             encodings.append(value)
         elif key == b"host":
             hosts += 1
-        elif value.lower() == b"100-continue":
+        elif value.lower() == b"100-continue" and version == (1, 1):  # HTTP/1.0 knows no 100
             expect.append((start + f.start(), start + f.end()))
     if hosts > 1:
         raise bad("the request has more than one Host header")
