@@ -20,6 +20,7 @@ import pykka
 from overseer import executions as ex
 from overseer.catalog import Catalog
 from overseer.config import Config
+from overseer.job_identity import Callers
 from overseer.jobs import Job
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
@@ -40,6 +41,8 @@ class Context:
     tmp_dir: Path
     base_environ: dict = field(default_factory=lambda: dict(os.environb))  # the jobs' inherited env
     tokens: dict = field(default_factory=dict)  # secret token -> Execution actor ref
+    # Running executions by cgroup and session: who a process on the event socket is
+    callers: Callers = field(default_factory=lambda: Callers(None))
     running: dict = field(default_factory=dict)  # (job, id) -> Execution actor ref
     scheduler: Optional[Any] = None  # Scheduler actor ref
     notifier: Optional[Any] = None  # Notifier actor ref

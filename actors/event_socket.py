@@ -1,9 +1,11 @@
 """The event socket: a unix socket in the data dir for the `event` tool (SPEC §7).
 
 One JSON line in (``{"token", "event", "cause"}``), one JSON line out. The
-token is the secret of one running execution; it is the only thing that says
-which execution an event is for, so a job can create events on its own
-execution only.
+token is the secret of one running execution and says which execution an
+event is for; the kernel says who sends it: the handler gets the caller's
+peer credentials (``overseer.job_identity.Peer``: pid, uid, gid, from the
+accepted connection) and refuses a token that is not the caller's own
+execution's. A token read from another job's environment is of no use.
 
 Requests are bounded in size and time, and a client that is slow, silent or
 malformed never holds up anyone else: one thread reads every connection
@@ -25,6 +27,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
+from overseer.job_identity import Peer
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 16 * 1024
@@ -41,9 +45,9 @@ class _Pending:
 
 
 class EventSocket:
-    """Serves the socket on its own threads; ``handle(token, name, cause)`` does the work."""
+    """Serves the socket on its own threads; ``handle(token, name, cause, peer)`` does the work."""
 
-    def __init__(self, path: Path, handle: Callable[[str, object, object], None]):
+    def __init__(self, path: Path, handle: Callable[[str, object, object, Peer], None]):
         self.path = Path(path)
         self.handle = handle
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
@@ -196,22 +200,27 @@ class EventSocket:
     # -- worker threads --------------------------------------------------------------------------
     def _serve(self, conn: socket.socket, line: bytes) -> None:
         try:
-            self._reply(conn, self._answer(line))
+            self._reply(conn, self._answer(conn, line))
         finally:
             conn.close()
             self._slots.release()
 
-    def _answer(self, line: bytes) -> dict:
+    def _answer(self, conn: socket.socket, line: bytes) -> dict:
         try:
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "error": "request is not one line of JSON"}
         if not isinstance(request, dict) or not isinstance(request.get("token"), str):
             return {"ok": False, "error": "request must be a JSON object with token, event and cause"}
+        peer = None
         try:
-            self.handle(request["token"], request.get("event"), request.get("cause"))
+            peer = Peer.of(conn)
+            self.handle(request["token"], request.get("event"), request.get("cause"), peer)
         except Exception as e:  # every refusal is an answer, never a dead socket
             return {"ok": False, "error": str(e)}
+        finally:
+            if peer is not None:
+                peer.close()
         return {"ok": True}
 
     @staticmethod

@@ -98,6 +98,9 @@ class Execution(PooledActor):
         self.proc: Optional[Process] = None
         self.state = "queued"
         self.token = tokens.token()
+        # Its cgroup's name: public (/proc/PID/cgroup), so nothing of the token; the suffix keeps
+        # it apart from a cgroup of the same run name that a dead server left.
+        self.cgroup_name = f"{self.name}-{self.ident}-{tokens.token()[:8]}"
         self.tmpdir: Optional[str] = None
         self.timed_out = False
         self.terminating = False
@@ -128,6 +131,7 @@ class Execution(PooledActor):
                 return
             self.ctx.tokens[self.token] = self.actor_ref
             self.ctx.running[(self.name, self.ident)] = self.actor_ref
+            self.ctx.callers.add_cgroup(self.cgroup_name, self.actor_ref)  # born in it, if made
         if self.job.command is None and self.job.script is None:  # neither: completes at once
             self._event("start", None, state="running", started_at=ex.now_iso())
             self._finish(ExitStatus(0, None))
@@ -138,8 +142,9 @@ class Execution(PooledActor):
             self.tmpdir = self.ctx.scratch.take()
             env = self._environment(snapshot)
             self.proc = self.ctx.monitor.start(
-                argv, cwd=str(snapshot), env=env, name=f"{self.name}-{self.ident}-{self.token[:6]}",
+                argv, cwd=str(snapshot), env=env, name=self.cgroup_name,
                 on_output=self._on_output, on_exit=self._on_exit)
+            self.ctx.callers.add_session(self.proc.pid, self.actor_ref)
         except OSError as e:
             log.warning("%s/%s: cannot start: %s", self.name, self.ident, e)
             self._event("start", None, state="running", started_at=ex.now_iso())
@@ -152,6 +157,11 @@ class Execution(PooledActor):
             self._timers.append(self.ctx.monitor.call_at(
                 time.monotonic() + self.job.timeout, lambda: self._tell(TimedOut())))
         log.info("%s/%s: started pid %s", self.name, self.ident, self.proc.pid)
+
+    def launched(self) -> bool:
+        """Answered once the run's start is done (its process, if any, is named in
+        ``ctx.callers`` then): the event socket asks when a caller is found in no run."""
+        return self.proc is not None
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
         """A bug in this actor must still leave a finished execution and no process."""
@@ -342,6 +352,7 @@ class Execution(PooledActor):
     def _cleanup(self) -> None:
         self.ctx.tokens.pop(self.token, None)
         self.ctx.running.pop((self.name, self.ident), None)
+        self.ctx.callers.remove(self.cgroup_name, self.proc.pid if self.proc else None)
         self._remove_tmpdir()
 
     def _remove_tmpdir(self) -> None:

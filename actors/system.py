@@ -25,7 +25,8 @@ from overseer import schedule as sched
 from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.data_lock import DataDirLock
-from overseer.exceptions import Conflict, NotFound, ParamError, QueueFull
+from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
+from overseer.job_identity import Callers, Peer
 from overseer.jobs import JOB_NAME_RE, Job
 from overseer.runner import ProcessMonitor
 from overseer.snapshot_files import remove_tree
@@ -122,6 +123,8 @@ class System:
                            library_dir=library_dir(data), socket_path=data / "event.sock",
                            tmp_dir=data / "tmp")
         ctx = self.ctx
+        root = monitor.cgroup_root
+        ctx.callers = Callers(root.proc_path if root else None)
         ctx.scratch = scratch_pool(ctx.tmp_dir)
         ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
                                     lambda job, record: Execution.begin(ctx, job, record),
@@ -300,11 +303,13 @@ class System:
         except pykka.ActorDeadError:
             raise Conflict("the execution ended meanwhile") from None
 
-    def _job_event(self, token: str, event: Any, cause: Any) -> None:
-        """An event from a job's `event` tool, through the socket."""
+    def _job_event(self, token: str, event: Any, cause: Any, peer: Peer) -> None:
+        """An event from a job's `event` tool, through the socket: the token's execution must
+        be the one the calling process belongs to."""
         ref = self.ctx.tokens.get(token)
         if ref is None:
             raise PermissionError("unknown or expired token")
+        self._check_caller(ref, peer)
         try:
             event = ex.check_new_event(event)
             cause = ex.check_cause(cause)
@@ -312,3 +317,19 @@ class System:
             raise ParamError(str(e)) from None
         method = "signal" if event in ex.SIGNAL_EVENTS else "add_event"
         self._ask(ref, method, event, cause, "job")
+
+    def _check_caller(self, ref: pykka.ActorRef, peer: Peer) -> None:
+        """IdentityError unless ``peer`` is a process of the execution ``ref``. A run names its
+        session once its process has started (its cgroup before): a caller found in none waits
+        for the token's run to have started, and is looked up again."""
+        callers = self.ctx.callers
+        own = callers.of(peer)
+        if own is None:
+            self._ask(ref, "launched")
+            own = callers.of(peer)
+        if own is None:
+            raise IdentityError(f"the calling process (pid {peer.pid}) belongs to no running "
+                                "execution; the event tool works from inside a job only")
+        if own is not ref:
+            raise IdentityError("the token is another execution's than the calling process's; "
+                                "a job can create events on its own execution only")

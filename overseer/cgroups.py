@@ -32,6 +32,21 @@ def _cgroup2_options() -> dict[Path, set[str]]:
     return {Path(row[1]): set(row[3].split(",")) for row in rows if row[2:3] == ["cgroup2"]}
 
 
+def _mount_roots() -> dict[Path, str]:
+    """Every cgroup2 mount point with the cgroup it shows as its root (``/`` unless a cgroup
+    below the namespace's root was mounted), from /proc/self/mountinfo."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return {}
+    roots = {}
+    for row in rows:
+        if "-" in row and row[row.index("-") + 1:row.index("-") + 2] == ["cgroup2"]:
+            roots[Path(row[4])] = row[3]
+    return roots
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -88,8 +103,10 @@ def remove_stale(mount: Path) -> list[Path]:
 class CgroupRoot:
     """The parent cgroup under which this server makes one cgroup per execution."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, proc_path: Optional[str] = None):
         self.path = path
+        # How /proc/PID/cgroup names it, with a trailing "/": "/overseer-123/" (job_identity)
+        self.proc_path = proc_path
 
     @classmethod
     def find(cls, moves_jobs: bool = True) -> Optional[CgroupRoot]:
@@ -118,7 +135,8 @@ class CgroupRoot:
                 log.info("cgroup2 at %s is mounted without favordynmods: starts wait for the "
                          "kernel's cgroup lock at times; `mount -o remount,favordynmods %s` "
                          "makes them steady", mount, mount)
-            return cls(parent)
+            shown = _mount_roots().get(mount, "/").rstrip("/")
+            return cls(parent, f"{shown}/{parent.relative_to(mount)}/")
         return None
 
     def create(self, name: str) -> Optional[Cgroup]:

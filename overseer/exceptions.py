@@ -34,6 +34,10 @@ class Conflict(OverseerError):
     """The request does not fit the current state (inactive job, execution not running)."""
 
 
+class IdentityError(OverseerError):
+    """A process on the event socket is not one of the execution its token names, or of none."""
+
+
 class QueueFull(OverseerError):
     """``max_queued`` executions are already waiting."""
 
