@@ -22,6 +22,7 @@ from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.job_identity import Callers
 from overseer.jobs import Job
+from overseer.run_as import RunAs
 from overseer.runner import ProcessMonitor
 from overseer.store import Store
 
@@ -43,6 +44,7 @@ class Context:
     tokens: dict = field(default_factory=dict)  # secret token -> Execution actor ref
     # Running executions by cgroup and session: who a process on the event socket is
     callers: Callers = field(default_factory=lambda: Callers(None))
+    run_as: Optional[RunAs] = None  # execution.run_as resolved; None: jobs run as the server's user
     running: dict = field(default_factory=dict)  # (job, id) -> Execution actor ref
     scheduler: Optional[Any] = None  # Scheduler actor ref
     notifier: Optional[Any] = None  # Notifier actor ref

@@ -45,11 +45,15 @@ class _Pending:
 
 
 class EventSocket:
-    """Serves the socket on its own threads; ``handle(token, name, cause, peer)`` does the work."""
+    """Serves the socket on its own threads; ``handle(token, name, cause, peer)`` does the work.
+    ``mode``: the socket file's (0600: only the server's user may connect; jobs running as
+    another user need 0666, and then who calls is what the peer credentials say)."""
 
-    def __init__(self, path: Path, handle: Callable[[str, object, object, Peer], None]):
+    def __init__(self, path: Path, handle: Callable[[str, object, object, Peer], None],
+                 mode: int = 0o600):
         self.path = Path(path)
         self.handle = handle
+        self.mode = mode
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -70,7 +74,7 @@ class EventSocket:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, 0o600)
+        os.chmod(self.path, self.mode)
         sock.listen(128)
         sock.setblocking(False)
         self._sock = sock

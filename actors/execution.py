@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pykka
 
 from overseer import executions as ex
-from overseer import render, spawn, tokens
+from overseer import render, run_as, spawn, tokens
 from overseer.exceptions import Conflict
 from overseer.job_process import ExitStatus, Process
 from overseer.jobs import Job
 from overseer.ready_pool import ReadyPool
+from overseer.run_as import Credentials
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
 from .pool import ActorPool, PooledActor
@@ -101,6 +102,7 @@ class Execution(PooledActor):
         # Its cgroup's name: public (/proc/PID/cgroup), so nothing of the token; the suffix keeps
         # it apart from a cgroup of the same run name that a dead server left.
         self.cgroup_name = f"{self.name}-{self.ident}-{tokens.token()[:8]}"
+        self.creds: Optional[Credentials] = None  # execution.run_as: what its processes run as
         self.tmpdir: Optional[str] = None
         self.timed_out = False
         self.terminating = False
@@ -140,10 +142,11 @@ class Execution(PooledActor):
             snapshot = self.ctx.catalog.snapshot(self.job.commit, self._snapshot_wait)
             argv = self._argv(snapshot)
             self.tmpdir = self.ctx.scratch.take()
+            ids = self._take_user() if self.ctx.run_as is not None else None
             env = self._environment(snapshot)
             self.proc = self.ctx.monitor.start(
                 argv, cwd=str(snapshot), env=env, name=self.cgroup_name,
-                on_output=self._on_output, on_exit=self._on_exit)
+                on_output=self._on_output, on_exit=self._on_exit, ids=ids)
             self.ctx.callers.add_session(self.proc.pid, self.actor_ref)
         except OSError as e:
             log.warning("%s/%s: cannot start: %s", self.name, self.ident, e)
@@ -157,6 +160,15 @@ class Execution(PooledActor):
             self._timers.append(self.ctx.monitor.call_at(
                 time.monotonic() + self.job.timeout, lambda: self._tell(TimedOut())))
         log.info("%s/%s: started pid %s", self.name, self.ident, self.proc.pid)
+
+    def _take_user(self) -> tuple[int, int, tuple[int, ...]]:
+        """execution.run_as: the run's credentials (a uid of its own from a range), and its
+        TMPDIR made its own (the server's user keeps the right to remove it)."""
+        run_as = self.ctx.run_as
+        run_as.before_first_job()
+        self.creds = creds = run_as.take()
+        os.chown(self.tmpdir, creds.uid, creds.gid)
+        return creds.uid, creds.gid, creds.groups
 
     def launched(self) -> bool:
         """Answered once the run's start is done (its process, if any, is named in
@@ -261,6 +273,9 @@ class Execution(PooledActor):
             "OVERSEER_TOKEN": self.token,
             "TMPDIR": self.tmpdir,
         })
+        if self.creds is not None:  # run_as: who it is, and a HOME it may write
+            settings.update({"HOME": self.creds.home or self.tmpdir, "USER": self.creds.user,
+                             "LOGNAME": self.creds.user})
         settings.update(self.job.env)
         env.update((enc(k), enc(v)) for k, v in settings.items())
         return env
@@ -354,6 +369,17 @@ class Execution(PooledActor):
         self.ctx.running.pop((self.name, self.ident), None)
         self.ctx.callers.remove(self.cgroup_name, self.proc.pid if self.proc else None)
         self._remove_tmpdir()
+        if self.creds is not None:
+            self._give_back_user()
+
+    def _give_back_user(self) -> None:
+        """A uid of the range goes back once nothing of the run is left under it: its cgroup
+        was ended whole; without one, what left the process group (``setsid``) is swept."""
+        creds, self.creds = self.creds, None
+        if self.ctx.run_as.dynamic:
+            if self.proc is not None and self.proc.cgroup is None:
+                run_as.sweep(creds)
+            self.ctx.run_as.give_back(creds)
 
     def _remove_tmpdir(self) -> None:
         if self.tmpdir:

@@ -28,6 +28,7 @@ from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
 from overseer.job_identity import Callers, Peer
 from overseer.jobs import JOB_NAME_RE, Job
+from overseer.run_as import RunAs, check_reachable, check_server
 from overseer.runner import ProcessMonitor
 from overseer.snapshot_files import remove_tree
 from overseer.store import Store
@@ -47,6 +48,9 @@ if not LIBRARY_DIR.is_dir():  # a source checkout: actors/ sits beside overseer/
     LIBRARY_DIR = Path(__file__).resolve().parent.parent / "overseer" / "library"
 
 ASK_TIMEOUT = 30
+# What only the server reads: with execution.run_as, its owner's alone (overseer.run_as.seal_data_dir).
+# (The parse cache holds the job files of the current commit, as its snapshot does.)
+PRIVATE = ("store", "repo.git")
 
 
 def library_dir(data_path: Path) -> Path:
@@ -108,20 +112,33 @@ class System:
     def start(self) -> System:
         """Lock the data dir first (DataDirError naming the holder when another server has it),
         then open, recover and start everything."""
+        run_as = None
+        if self.config.execution.run_as is not None:  # before anything is made: a ConfigError
+            check_server()
+            run_as = RunAs.resolve(self.config.execution.run_as)
         data = self.config.data_path
         if self.lock is None:
             self.lock = DataDirLock.acquire(data, serves(self.config))
         _raise_fd_limit()
         try:
+            data.mkdir(parents=True, exist_ok=True)
             _clear_dir(data / "tmp")  # the TMPDIRs of runs a stopped or killed server left
             self.store = Store(data / "store")
+            library = library_dir(data)
+            if run_as is not None:
+                check_reachable({"the data dir": data, "the library dir": library}, run_as.sample())
+                run_as.seal(data, [data / name for name in PRIVATE])
+                os.chmod(data / "tmp", 0o711)
         except BaseException:
-            self.lock.release()  # nothing else is open yet: a failed start leaves the data dir free
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self.lock.release()  # nothing runs yet: a failed start leaves the data dir free
             raise
         monitor = ProcessMonitor()
         self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
-                           library_dir=library_dir(data), socket_path=data / "event.sock",
-                           tmp_dir=data / "tmp")
+                           library_dir=library, socket_path=data / "event.sock",
+                           tmp_dir=data / "tmp", run_as=run_as)
         ctx = self.ctx
         root = monitor.cgroup_root
         ctx.callers = Callers(root.proc_path if root else None)
@@ -129,10 +146,14 @@ class System:
         ctx.dispatcher = Dispatcher(self.config.execution.max_concurrent, self.catalog,
                                     lambda job, record: Execution.begin(ctx, job, record),
                                     defer=Execution.pool.run)
-        self.event_socket = EventSocket(self.ctx.socket_path, self._job_event)
+        # Jobs running as another user connect too; who calls is what the kernel says (_job_event).
+        self.event_socket = EventSocket(self.ctx.socket_path, self._job_event,
+                                        mode=0o600 if run_as is None else 0o666)
         self.event_socket.start()
-        self.supervisor = Supervisor.start(self.ctx)
+        self.supervisor = Supervisor.start(self.ctx)  # recovery ends what a previous server left
         self.supervisor.proxy().ping().get(timeout=ASK_TIMEOUT)
+        if run_as is not None and run_as.dynamic:
+            run_as.sweep_leftovers()
         self.supervisor.proxy().sync().get(timeout=ASK_TIMEOUT * 10).get(timeout=ASK_TIMEOUT * 10)
         return self
 

@@ -48,6 +48,34 @@ error:
     return NULL;
 }
 
+/* A sequence of gids (None: none) as an array of *n of them (never NULL: one spare element). */
+static unsigned *gid_array(PyObject *seq, size_t *n) {
+    PyObject *fast = seq == Py_None ? PyTuple_New(0) : PySequence_Fast(seq, "groups must be a sequence");
+    if (!fast)
+        return NULL;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    unsigned *out = PyMem_Calloc((size_t)len + 1, sizeof(unsigned));
+    if (!out) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        long long g = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (g < 0 || g >= 0xffffffffLL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a group is not a valid gid");
+            Py_DECREF(fast);
+            PyMem_Free(out);
+            return NULL;
+        }
+        out[i] = (unsigned)g;
+    }
+    Py_DECREF(fast);
+    *n = (size_t)len;
+    return out;
+}
+
 static PyObject *spawn(PyObject *self, PyObject *args) {
     PyObject *path_arg, *cwd_arg, *argv_o, *envp_o;
     struct child c;
@@ -76,11 +104,29 @@ static PyObject *spawn_piped(PyObject *self, PyObject *args) {
     memset(&x, 0, sizeof x);
     x.epfd = -1;
     x.start_time = -1;
-    if (!PyArg_ParseTuple(args, "OOOOiO|ipi:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
-                          &c.fds[0], &cgroup_arg, &x.epfd, &make_cgroup, &x.park_at))
+    long long uid = -1, gid = -1;
+    PyObject *groups_o = Py_None;
+    unsigned *groups = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOiO|ipiLLO:spawn_piped", &path_arg, &argv_o, &envp_o, &cwd_arg,
+                          &c.fds[0], &cgroup_arg, &x.epfd, &make_cgroup, &x.park_at, &uid, &gid,
+                          &groups_o))
         return NULL;
-    if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o))
+    if (uid >= 0 || gid >= 0) {
+        if (uid < 0 || gid < 0 || uid >= 0xffffffffLL || gid >= 0xffffffffLL) {
+            PyErr_SetString(PyExc_ValueError, "uid and gid must be given together, each a valid id");
+            return NULL;
+        }
+        if (!(groups = gid_array(groups_o, &c.ngroups)))
+            return NULL;
+        c.set_ids = 1;
+        c.uid = (unsigned)uid;
+        c.gid = (unsigned)gid;
+        c.groups = groups;
+    }
+    if (cgroup_arg != Py_None && !PyUnicode_FSConverter(cgroup_arg, &cgroup_o)) {
+        PyMem_Free(groups);
         return NULL;
+    }
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
         fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -124,6 +170,7 @@ done:
     if (cgroup_fd >= 0)
         close(cgroup_fd);
     Py_XDECREF(cgroup_o);
+    PyMem_Free(groups);
     return result;
 }
 
@@ -245,13 +292,17 @@ static PyMethodDef methods[] = {
      "cgroup_fd >= 0, inside that cgroup from its first instant."},
     {"spawn_piped", spawn_piped, METH_VARARGS,
      "spawn_piped(path, argv, envp, cwd, stdin_fd, cgroup_dir, epfd=-1, make_cgroup=False,\n"
-     "            park_at=0) -> (pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)\n\n"
+     "            park_at=0, uid=-1, gid=-1, groups=None)\n"
+     "    -> (pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)\n\n"
      "spawn() with stdout and stderr as new pipes (their read ends returned, non-blocking), the\n"
      "cgroup given by its directory (None: none; made here with make_cgroup, and when that fails\n"
      "the job starts without it and cgroup_errno says why), the pidfd and read ends moved to the\n"
      "lowest free numbers >= park_at (when > 0) and added to the epoll set epfd (when >= 0), and\n"
      "the process's start time in clock ticks (None if unreadable). The child copies only the\n"
-     "server's fds below its three sources. When it raises, nothing of the start is left."},
+     "server's fds below its three sources. With uid and gid (>= 0) the child takes exactly the\n"
+     "supplementary groups, gid and uid given before it changes directory and execs, and the\n"
+     "cgroup made here is delegated to that uid (chown of it, its cgroup.procs,\n"
+     "cgroup.subtree_control and cgroup.threads). When it raises, nothing of the start is left."},
     {"unwatch", unwatch, METH_VARARGS,
      "unwatch(epfd, fd): take fd out of the epoll set epfd and close it."},
     {"reap", reap, METH_VARARGS,

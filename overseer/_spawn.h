@@ -30,6 +30,10 @@ struct child {
     unsigned unshare_below;  /* > 0: born sharing the server's fd table (CLONE_FILES); its first
                               * act is to take a copy of the fds below this number only */
     int no_unshare;          /* this kernel cannot (before 5.9): it exited touching nothing */
+    int set_ids;             /* run as uid/gid with these supplementary groups (run_as) */
+    unsigned uid, gid;
+    size_t ngroups;
+    const unsigned *groups;  /* gid_t */
 };
 
 /* What spawn_piped() does around the clone, with the GIL released for the clone anyway. */
@@ -42,6 +46,9 @@ struct around {
     int epoll_err;
     long long start_time;  /* of the started process; -1 when unreadable */
     int park_at;           /* > 0: move the pipes and pidfd to the lowest free fds from here */
+    /* With c.set_ids, the cgroup made here is delegated to c.uid/c.gid (its directory and the
+     * files a delegatee writes: cgroup.procs, cgroup.subtree_control, cgroup.threads, as systemd
+     * delegates), so the job can make cgroups below its own but cannot leave it. */
 };
 
 /* A list of str/bytes as a NULL-terminated char* array; the bytes go into *keep. */

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -110,6 +111,16 @@ static void child_main(void *arg) {
     /* Nothing of the server's reaches the job. Failure means an old kernel, where every fd Python
      * opens is close-on-exec anyway. */
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC_);
+
+    /* run_as: groups, then gid, then uid (after which nothing else could be changed). Raw
+     * system calls: glibc's setgroups/setresgid/setresuid make every thread of the process
+     * change (a signal to each), and this child shares the server's memory, so they would take
+     * the server's threads for its own. Before the chdir and the exec, so that both are checked
+     * against the job's permissions. */
+    if (c->set_ids && (syscall(SYS_setgroups, c->ngroups, c->groups) < 0 ||
+                       syscall(SYS_setresgid, c->gid, c->gid, c->gid) < 0 ||
+                       syscall(SYS_setresuid, c->uid, c->uid, c->uid) < 0))
+        goto fail;
 
     if (c->cwd && chdir(c->cwd) < 0) {
         c->in_chdir = 1;
@@ -221,6 +232,29 @@ static long long start_time(long pid) {
     return end == p ? -1 : ticks;
 }
 
+#define MAX_DESCENDANTS "256" /* as overseer/cgroups.py MAX_DESCENDANTS */
+
+/* The cgroup dirfd given to uid/gid as systemd delegates one: the directory (so the job can make
+ * cgroups below it) and the files a delegatee writes. Its own cgroup.procs lets it move its
+ * processes between its cgroups, never out: a move needs write access to the common ancestor's
+ * cgroup.procs too, and above this cgroup everything stays root's. A chown that fails (never, as
+ * root on cgroupfs) leaves the job unable to make cgroups of its own, nothing more. */
+static void delegate(int dirfd, unsigned uid, unsigned gid) {
+    static const char *const files[] = {"cgroup.procs", "cgroup.subtree_control", "cgroup.threads"};
+    /* Bound what the job can make below it (cgroups.MAX_DESCENDANTS; the file stays root's). */
+    int fd = openat(dirfd, "cgroup.max.descendants", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (write(fd, MAX_DESCENDANTS, sizeof MAX_DESCENDANTS - 1) < 0) {
+            /* an older kernel without the file's limit: the job's tree is unbounded, no more */
+        }
+        close(fd);
+    }
+    if (fchown(dirfd, uid, gid) < 0)
+        return;
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        fchownat(dirfd, files[i], uid, gid, 0);
+}
+
 /* The common part of spawn() and spawn_piped(): c.fds are set; path_arg and cwd_arg name the
  * program and directory. Returns the pid (>= 0, *pidfd set) or -1 with a Python error set; then
  * nothing of it is left (no process, no fd, no cgroup made for it). */
@@ -260,9 +294,14 @@ long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObject *cwd
             rmdir(x->cgroup);
         } else {
             x->made = 1;
+            if (c->set_ids)
+                delegate(own_cgroup_fd, c->uid, c->gid);
         }
         cgroup_fd = own_cgroup_fd;
     }
+    /* A child that changes its ids marks the memory it shares with the server not dumpable
+     * (commit_creds); the server's own flag is put back once the child has exec'd. */
+    int dumpable = c->set_ids ? prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) : -1;
     for (;;) {
         memset(&ca, 0, sizeof ca);
         ca.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD_;
@@ -296,6 +335,8 @@ long start(PyObject *path_arg, PyObject *argv_o, PyObject *envp_o, PyObject *cwd
         share_files = 0;
         c->no_unshare = 0;
     }
+    if (dumpable > 0 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
     if (own_cgroup_fd >= 0)
         close(own_cgroup_fd);
     if (got >= 0 && !c->err && x) {

@@ -17,6 +17,12 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+# The files of a cgroup that its delegatee may write (with the directory itself).
+DELEGATED = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+# How many cgroups a job may make below its delegated one (cgroup.max.descendants, which stays
+# root's): their removal at the run's end is the monitor thread's work.
+MAX_DESCENDANTS = 256
+
 
 def _cgroup2_mounts() -> list[Path]:
     return list(_cgroup2_options())
@@ -45,6 +51,37 @@ def _mount_roots() -> dict[Path, str]:
         if "-" in row and row[row.index("-") + 1:row.index("-") + 2] == ["cgroup2"]:
             roots[Path(row[4])] = row[3]
     return roots
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove the cgroup ``path`` and the cgroups a job made below it (a delegated cgroup may
+    hold up to ``MAX_DESCENDANTS`` of them), deepest first; False while processes are still in
+    one. The common case, a cgroup with none below it, costs one rmdir."""
+    try:
+        path.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    found, stack = [], [os.fspath(path)]
+    while stack:  # no recursion: the tree may be deep
+        directory = stack.pop()
+        found.append(directory)
+        try:
+            with os.scandir(directory) as entries:  # d_type: no stat of the ~20 files each holds
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    for directory in reversed(found):
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if directory == found[0]:  # the run's own: processes are left in it
+                return False
+    return True
 
 
 def _pid_alive(pid: int) -> bool:
@@ -76,14 +113,7 @@ def remove_stale(mount: Path) -> list[Path]:
             children = [p for p in parent.iterdir() if p.is_dir()]
         except OSError:
             continue
-        busy = []
-        for child in children:
-            try:
-                child.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                busy.append(child.name)
+        busy = [child.name for child in children if not remove_tree(child)]
         if busy:
             busy.sort()
             more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""  # one line, however many
@@ -184,6 +214,22 @@ class Cgroup:
         """Move ``pid`` in (a job moves itself in as its first act; this is the fallback)."""
         return self._write("cgroup.procs", str(pid).encode())
 
+    def delegate(self, uid: int, gid: int) -> bool:
+        """Give the cgroup to ``uid``/``gid`` as systemd delegates one: the directory (the job
+        can make cgroups below it) and the files a delegatee writes. The job can then move its
+        processes between its own cgroups but never out of this one: a move needs write access
+        to the cgroup.procs of the common ancestor too, and above this cgroup all is root's.
+        (The native spawn does the same in C: ``_spawn_clone.c``.)"""
+        try:
+            (self.path / "cgroup.max.descendants").write_bytes(b"%d" % MAX_DESCENDANTS)
+            os.chown(self.path, uid, gid)
+            for name in DELEGATED:
+                os.chown(self.path / name, uid, gid)
+            return True
+        except OSError as e:
+            log.warning("cannot delegate cgroup %s to uid %s: %s", self.path, uid, e.strerror)
+            return False
+
     def _write(self, name: str, value: bytes) -> bool:
         try:
             with open(self.path / name, "wb", buffering=0) as f:
@@ -218,14 +264,9 @@ class Cgroup:
             self.freeze(False)  # a frozen tree must run to handle the signal
 
     def remove(self) -> bool:
-        """Remove the cgroup; False while processes are still in it."""
-        try:
-            self.path.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
+        """Remove the cgroup, and those its job made below it; False while processes are still
+        in one."""
+        return remove_tree(self.path)
 
     def release(self) -> bool:
         """End of the run: remove it, killing what is left first if it is not empty (the

@@ -44,11 +44,22 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class RunAsConfig:
+    """``execution.run_as``: the user jobs run as (``user``), or a range of uids of which each
+    running execution gets one of its own (``uids``, ``"61000-61999"``); ``group`` sets the
+    primary group. Resolved and checked at the server's start (``overseer.run_as``)."""
+    user: str | int | None = None
+    uids: str | None = None
+    group: str | int | None = None
+
+
+@dataclass(frozen=True)
 class ExecutionConfig:
     max_concurrent: int = 64
     max_queued: int = 10000
     kill_grace: float = 10
     max_output_bytes: int = 104857600
+    run_as: RunAsConfig | None = None  # None: jobs run as the server's user
 
 
 @dataclass(frozen=True)
@@ -99,8 +110,14 @@ def _convert(path: str, tp: Any, value: Any, problems: list[str]) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(path, inner, value, problems)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # scalars only (``str | int``): the value must be one of them
+            if any(_is_a(value, tp) for tp in inner):
+                return value
+            names = " or ".join(_type_name(tp) for tp in inner)
+            problems.append(f"{path}: must be {names}, got {value!r}")
+            return None
+        return _convert(path, inner[0], value, problems)
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
@@ -134,13 +151,7 @@ def _convert(path: str, tp: Any, value: Any, problems: list[str]) -> Any:
                 continue
             out[str(key)] = tuple(urls)
         return _frozen_map(out)
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
+    if not _is_a(value, tp):
         problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
         return None
     key = path
@@ -149,6 +160,14 @@ def _convert(path: str, tp: Any, value: Any, problems: list[str]) -> Any:
     if key in _NON_NEGATIVE and value < 0:
         problems.append(f"{path}: must not be negative, got {value!r}")
     return tp(value) if tp is float else value
+
+
+def _is_a(value: Any, tp: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
 
 
 def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
@@ -178,9 +197,55 @@ def parse_config(data: Any, source: str = "config") -> Config:
         raise ConfigError(f"{source}: must be a mapping at the top level")
     problems: list[str] = []
     config = _build(Config, data, "", problems)
+    if config.execution.run_as is not None and not any(
+            p.startswith("execution.run_as") for p in problems):  # a wrong type is said once
+        problems += _run_as_problems(config.execution)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return config
+
+
+def uid_range(text: str) -> range:
+    """``"61000-61999"`` as the range of those uids (both ends included); ValueError if it is not
+    one."""
+    first, dash, last = text.strip().partition("-")
+    if not dash or not first.strip().isdigit() or not last.strip().isdigit():
+        raise ValueError(f"must be a range of uids FIRST-LAST, as 61000-61999, got {text!r}")
+    low, high = int(first), int(last)
+    if low > high:
+        raise ValueError(f"the range {text!r} is empty: {low} is above {high}")
+    if low == 0:
+        raise ValueError(f"the range {text!r} holds uid 0 (root)")
+    if high >= 2**32 - 1:
+        raise ValueError(f"the range {text!r} goes beyond the largest uid, {2**32 - 2}")
+    return range(low, high + 1)
+
+
+def _run_as_problems(execution: ExecutionConfig) -> list[str]:
+    """The shape of ``execution.run_as`` (names are looked up at the server's start)."""
+    run_as, key = execution.run_as, "execution.run_as"
+    if (run_as.user is None) == (run_as.uids is None):
+        return [f"{key}: give either user (the one user every job runs as) or uids (a range, "
+                "one uid per running execution), not both and not neither"]
+    problems = []
+    for name in ("user", "group"):
+        value = getattr(run_as, name)
+        if isinstance(value, int) and not 0 <= value < 2**32 - 1:
+            problems.append(f"{key}.{name}: {value} is not a valid id")
+        elif isinstance(value, str) and not value.strip():
+            problems.append(f"{key}.{name}: must not be empty")
+    if run_as.user in (0, "0", "root"):
+        problems.append(f"{key}.user: jobs would run as root, as without run_as; name another user")
+    if run_as.uids is not None:
+        try:
+            uids = uid_range(run_as.uids)
+        except ValueError as e:
+            return problems + [f"{key}.uids: {e}"]
+        if len(uids) < execution.max_concurrent:
+            problems.append(f"{key}.uids: {len(uids)} uids for up to {execution.max_concurrent} "
+                            "running executions (execution.max_concurrent); each needs one of "
+                            "its own")
+    return problems
 
 
 def load_config(path: str | Path | None) -> Config:

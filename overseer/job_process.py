@@ -118,6 +118,17 @@ def entering(cgroup: cgroups.Cgroup, argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", 'echo 0 >"$0" 2>/dev/null; exec "$@"', procs, *argv]
 
 
+def gated(argv: list[str]) -> list[str]:
+    """``argv`` made to wait for a line on its stdin (a pipe) before it runs anything, and then
+    to take ``/dev/null`` as stdin: the Popen path's way into the cgroup for a job that runs as
+    another user, which cannot move itself (``entering``) because a move needs write access to
+    the cgroups above its own. The server moves it meanwhile and then writes the line."""
+    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
+        return ["/bin/sh", "-c", f"read -r _ || :; exec </dev/null; {argv[2]}"]
+    check_executable(argv[0])  # under the wrapper, a failed exec would be a mere exit code 127
+    return ["/bin/sh", "-c", 'read -r _ || :; exec "$@" </dev/null', "overseer-job", *argv]
+
+
 def check_executable(path: str) -> None:
     """Raise the OSError that exec(2) would for ``path``: missing, not executable, or naming a
     ``#!`` interpreter that is missing or not executable."""

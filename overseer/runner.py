@@ -30,6 +30,7 @@ from overseer.job_process import (
     Process,
     check_executable,
     entering,
+    gated,
     process_start_time,
     signal_name,
 )
@@ -37,6 +38,8 @@ from overseer.job_process import (
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
+
+Ids = tuple[int, int, tuple[int, ...]]  # uid, gid, supplementary groups: a job run as another user
 
 
 class _Watch:
@@ -92,19 +95,22 @@ class ProcessMonitor:
     # -- starting ----------------------------------------------------------------------------
     def start(self, argv: list[str], cwd: str, env: dict, name: str,
               on_output: Callable[[str, bytes], None],
-              on_exit: Callable[[ExitStatus], None]) -> Process:
+              on_exit: Callable[[ExitStatus], None], ids: Optional[Ids] = None) -> Process:
         """Start ``argv`` in its own session, in a cgroup ``name`` of its own where there is a
-        cgroup root; raise OSError when it cannot start, and then nothing of it is left."""
+        cgroup root; raise OSError when it cannot start, and then nothing of it is left. With
+        ``ids`` (uid, gid, supplementary groups) it runs as that user, its cgroup delegated to it."""
         started = None
         if self.native_spawn and spawn.available():
             try:
-                started = self._spawn_native(argv, cwd, env, name)
+                started = self._spawn_native(argv, cwd, env, name, ids)
             except spawn.Unsupported:
                 pass  # logged once by spawn(); Popen from now on
         if started is None:
             cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
             try:
-                started = self._spawn_popen(argv, cwd, env, cgroup)
+                if cgroup is not None and ids is not None:
+                    cgroup.delegate(ids[0], ids[1])
+                started = self._spawn_popen(argv, cwd, env, cgroup, ids)
             except BaseException:
                 if cgroup:
                     cgroup.remove()
@@ -112,8 +118,8 @@ class ProcessMonitor:
         self._register(_Watch(*started, on_output, on_exit))
         return started[0]
 
-    def _spawn_native(self, argv: list[str], cwd: str, env: dict,
-                      name: str) -> tuple[Process, int, dict]:
+    def _spawn_native(self, argv: list[str], cwd: str, env: dict, name: str,
+                      ids: Optional[Ids] = None) -> tuple[Process, int, dict]:
         """clone3: born in its cgroup, with its pidfd and its pipes, in one call that also makes
         the cgroup, adds the fds to the epoll set and reads the start time; argv runs as it is
         (no ``entering``), and exec itself reports a script that cannot run."""
@@ -121,7 +127,7 @@ class ProcessMonitor:
         try:
             pid, pidfd, out_r, err_r, start_time, cgroup_error = spawn.spawn_piped(
                 argv, cwd, env, self._devnull, root.path / name if root else None, self._ep.fileno(),
-                make_cgroup=True, park_at=self._park_at)
+                make_cgroup=True, park_at=self._park_at, ids=ids)
         except FileNotFoundError as e:
             if e.filename == argv[0] and os.path.exists(argv[0]):
                 check_executable(argv[0])  # it is there: its #! interpreter is not; say so
@@ -130,14 +136,38 @@ class ProcessMonitor:
         proc = Process(pid, cgroup, joined=True, start_time=start_time)
         return proc, pidfd, {out_r: "stdout", err_r: "stderr"}  # in epoll already
 
-    def _spawn_popen(self, argv: list[str], cwd: str, env: dict,
-                     cgroup: Optional[cgroups.Cgroup]) -> tuple[Process, int, dict]:
-        if cgroup is not None:
+    def _spawn_popen(self, argv: list[str], cwd: str, env: dict, cgroup: Optional[cgroups.Cgroup],
+                     ids: Optional[Ids] = None) -> tuple[Process, int, dict]:
+        """Popen, with ``user=``, ``group=`` and ``extra_groups=`` for ``ids``. A job running as
+        another user cannot move itself into its cgroup (the move needs write access above it),
+        so it waits at a gate (``gated``) until the server has moved it."""
+        gate = None
+        stdin = self._devnull
+        if cgroup is not None and ids is not None:
+            argv = gated(argv)
+            stdin, gate = os.pipe2(os.O_CLOEXEC)
+        elif cgroup is not None:
             argv = entering(cgroup, argv)
-        popen = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=self._devnull, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
-        proc = Process(popen.pid, cgroup, joined=False, start_time=process_start_time(popen.pid),
+        as_user = {} if ids is None else {"user": ids[0], "group": ids[1], "extra_groups": list(ids[2])}
+        try:
+            popen = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **as_user)
+        except BaseException:
+            if gate is not None:
+                os.close(gate)
+            raise
+        finally:
+            if gate is not None:
+                os.close(stdin)
+        joined = False
+        if gate is not None:
+            joined = cgroup.add(popen.pid)
+            try:
+                os.write(gate, b"\n")  # on its way, in its cgroup (or, if the move failed, not)
+            finally:
+                os.close(gate)
+        proc = Process(popen.pid, cgroup, joined=joined, start_time=process_start_time(popen.pid),
                        popen=popen)
         pipes = {}
         for stream, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):

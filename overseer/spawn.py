@@ -58,7 +58,8 @@ def spawn(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: i
 
 def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], stdin: int,
                 cgroup_dir: Optional[os.PathLike], epfd: int = -1, make_cgroup: bool = False,
-                park_at: int = 0) -> tuple[int, int, int, int, Optional[int], int]:
+                park_at: int = 0, ids: Optional[tuple[int, int, tuple[int, ...]]] = None,
+                ) -> tuple[int, int, int, int, Optional[int], int]:
     """``spawn`` with the job's stdout and stderr made as pipes in the same call, and the cgroup
     given by its directory: ``(pid, pidfd, stdout_r, stderr_r, start_time, cgroup_errno)``, the
     read ends non-blocking and close-on-exec, ``start_time`` as ``job_process.process_start_time``
@@ -68,9 +69,14 @@ def spawn_piped(argv: list[str], cwd: Optional[str], env: dict[bytes, bytes], st
     With ``park_at``, the read ends and the pidfd handed back are the lowest free fds from that
     number up: the low numbers stay free for the next start's pipes, and the child, born sharing
     the server's fd table, copies only the fds below its own three (not three per running job).
+    With ``ids`` (uid, gid, supplementary groups) the job runs as that user (the child sets
+    them, with raw system calls, before its chdir and exec), and a cgroup made here is delegated
+    to it (``cgroups.Cgroup.delegate``).
     When it raises, nothing of the start is left: no process, no fd, no cgroup it made."""
+    uid, gid, groups = ids if ids is not None else (-1, -1, None)
     return _call(_spawn.spawn_piped if _built else None, argv, env, cwd, stdin,
-                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd, make_cgroup, park_at)
+                 None if cgroup_dir is None else os.fspath(cgroup_dir), epfd, make_cgroup, park_at,
+                 uid, gid, groups)
 
 
 def _call(fn, argv: list[str], env: dict[bytes, bytes], cwd: Optional[str], *fds) -> tuple:

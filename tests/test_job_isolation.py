@@ -1,23 +1,37 @@
-"""What one job can do to another, and to the server (docs/guarantees.rst).
+"""What one job can do to another, and to the server (docs/guarantees.rst, "Jobs against jobs").
 
-Real ``overseer serve`` processes, real jobs. The event socket names its caller from the kernel
-(``SO_PEERCRED``: the caller's cgroup, else its session), so a token read from another job's
-``/proc/PID/environ`` is refused.
+Real ``overseer serve`` processes, real jobs, real uids: ``nobody`` and the numeric uids of a
+range that has no passwd entry (61000-61999 here; nothing is added to the system). The event
+socket names its caller from the kernel (``SO_PEERCRED``: the caller's cgroup, else its
+session), so a token read from another job's ``/proc/PID/environ`` is refused; with
+``execution.run_as`` jobs cannot even read it.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import stat
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from overseer.actors.system import System
 
-from overseer import cgroups, spawn
+from overseer import cgroups, cli, embedded, spawn
+from overseer.config import parse_config
+from overseer.exceptions import ConfigError
+from overseer.http import server as http_server
 
+from .conftest import make_config
 from .serving import Server, alive, poll
 
 pytestmark = pytest.mark.slow
+
+UIDS = "61000-61999"
+UID_RANGE = range(61000, 62000)
 
 
 def _cgroup_mount():
@@ -29,6 +43,9 @@ def _cgroup_mount():
 
 
 CGROUP_MOUNT = _cgroup_mount()
+needs_cgroups = pytest.mark.skipif(CGROUP_MOUNT is None,
+                                   reason="no writable cgroup v2 hierarchy with cgroup.kill here")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can run jobs as another user")
 
 # A job that waits, after printing its pid, a child's that left its process group, and its token.
 VICTIM = {"command": "echo $$; setsid sleep 300 & echo $!; echo \"$OVERSEER_TOKEN\"; sleep 300",
@@ -47,6 +64,47 @@ echo "cgroup=$(sed -n 's/^0:://p' /proc/self/cgroup)"
 echo "token=$OVERSEER_TOKEN"
 """
 
+# What a job running as a uid of its own can and cannot do. Prints KEY=VALUE lines.
+PROBE = r"""#!/bin/sh
+victim=$1 token=$2
+data=$(dirname "$OVERSEER_SOCKET")
+try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=done"; else echo "$name=refused"; fi; }
+echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)"
+echo "home=$HOME"; echo "user=$USER"; echo "logname=$LOGNAME"; echo "tmpdir=$TMPDIR"
+echo "tmpdir_owner=$(stat -c %u "$TMPDIR")"
+try tmpdir_write touch "$TMPDIR/mine"
+try environ cat /proc/$victim/environ
+try signal kill -0 $victim
+try terminate kill -TERM $victim
+try rewrite sh -c 'echo "echo tampered" > scripts/tool.sh'
+try chmod chmod u+w scripts/tool.sh
+try remove rm -f scripts/tool.sh
+try create sh -c 'echo x > new-file'
+try data_list ls "$data"
+try store_read cat "$data/store/data.mdb"
+try git_read ls "$data/repo.git"
+try socket_mode test -w "$OVERSEER_SOCKET"
+OVERSEER_TOKEN=$token event kill "with a stolen token" 2>"$TMPDIR/err"; echo "stolen_kill=$?"
+echo "stolen_error=$(cat "$TMPDIR/err")"
+event probe "with its own token"; echo "own_event=$?"
+mine=$(sed -n 's/^0:://p' /proc/self/cgroup)
+echo "cgroup=$mine"
+if [ -n "$CGROUP_MOUNT" ]; then
+  echo "max_descendants=$(cat "$CGROUP_MOUNT$mine/cgroup.max.descendants")"
+  try raise_limit sh -c 'echo max > "$1/cgroup.max.descendants"' - "$CGROUP_MOUNT$mine"
+  try subcgroup mkdir "$CGROUP_MOUNT$mine/sub"
+  try into_sub sh -c 'echo $$ > "$1/sub/cgroup.procs"' - "$CGROUP_MOUNT$mine"
+  try leave sh -c 'echo $$ > "$1/cgroup.procs"' - "$(dirname "$CGROUP_MOUNT$mine")"
+  theirs=$(sed -n 's/^0:://p' /proc/$victim/cgroup)
+  try enter_victim sh -c 'echo $$ > "$1/cgroup.procs"' - "$CGROUP_MOUNT$theirs"
+  echo $$ > "$CGROUP_MOUNT$mine/sub/cgroup.procs"   # this shell too: still its execution's
+  event from-sub; echo "sub_event=$?"
+fi
+"""
+
+TOOL = "#!/bin/sh\necho the original tool\n"
+
+
 def _fields(text: str) -> dict:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
@@ -54,6 +112,11 @@ def _fields(text: str) -> dict:
 def _lines(server: Server, job: str, ident: int, count: int) -> list[str]:
     return poll(lambda: len(lines := server.get(f"/jobs/{job}/{ident}/stdout").text.splitlines()) >= count
                 and lines, 30, f"{count} lines from {job}/{ident}")
+
+
+def _uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
 
 
 def _events(meta: dict, name: str) -> list[dict]:
@@ -72,6 +135,16 @@ def _ask(path: Path, request: dict) -> dict:
                 break
             reply += data
     return json.loads(reply)
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory any uid may pass through: pytest's own are root's alone (0700), and jobs
+    running as another user must reach their snapshot, TMPDIR and the event socket."""
+    path = Path(tempfile.mkdtemp(prefix="overseer-isolation-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -138,3 +211,184 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
         poll(lambda: not alive(child), 10, "the victim's setsid child to end")
     elif alive(child):  # the process group alone does not reach it (docs/guarantees.rst)
         os.kill(child, 9)
+
+
+# -- with run_as: a uid of its own per execution ---------------------------------------------------
+
+@needs_root
+@needs_cgroups
+@pytest.mark.parametrize("path", ["native", "popen"])
+def test_run_as_uid_range_keeps_jobs_apart(path, open_tmp, servers):
+    server = _start(servers, open_tmp, {
+        "victim.yml": VICTIM,
+        "scripts/tool.sh": TOOL,
+        "scripts/probe.sh": PROBE,
+        "probe.yml": {"script": "probe.sh", "env": {"CGROUP_MOUNT": str(CGROUP_MOUNT)},
+                      "vars": [{"name": "victim", "type": "int"}, {"name": "token"}]},
+        "tool.yml": {"script": "tool.sh"},
+    }, {"execution": {"run_as": {"uids": UIDS}}}, _spawn_env(path))
+    data = server.data
+    assert stat.S_IMODE(data.stat().st_mode) == 0o711
+    assert stat.S_IMODE((data / "store").stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "event.sock").stat().st_mode) == 0o666
+    assert server.run("victim")["id"] == 1
+    pid, child, token = _lines(server, "victim", 1, 3)
+    pid, child = int(pid), int(child)
+    victim_uid = _uid_of(pid)
+    assert victim_uid in UID_RANGE and _uid_of(child) == victim_uid
+
+    ident = server.run("probe", {"victim": pid, "token": token})["id"]
+    meta = server.wait("probe", ident)
+    assert meta["status"] == "complete", server.get(f"/jobs/probe/{ident}/output").text
+    got = _fields(server.get(f"/jobs/probe/{ident}/stdout").text)
+    uid = int(got["uid"])
+    # a uid of its own, its group its own number, no supplementary group, no passwd entry
+    assert uid in UID_RANGE and uid != victim_uid
+    assert got["gid"] == got["groups"] == str(uid)
+    assert got["user"] == got["logname"] == str(uid) and got["home"] == got["tmpdir"]
+    assert got["tmpdir_owner"] == str(uid) and got["tmpdir_write"] == "done"
+    # nothing of the other job: its environment, its processes, its cgroup
+    assert got["environ"] == got["signal"] == got["terminate"] == "refused"
+    assert got["enter_victim"] == "refused"
+    # the snapshot is read-only to it, the data dir closed, the socket open
+    assert got["rewrite"] == got["chmod"] == got["remove"] == got["create"] == "refused"
+    assert got["data_list"] == got["store_read"] == got["git_read"] == "refused"
+    assert got["socket_mode"] == "done"
+    # a token passed to it is no use; its own is
+    assert got["stolen_kill"] == "1" and "another execution's" in got["stolen_error"]
+    assert got["own_event"] == "0" and [e["source"] for e in _events(meta, "probe")] == ["job"]
+    # its cgroup is delegated: cgroups below it, never out of it
+    assert got["subcgroup"] == got["into_sub"] == "done" and got["leave"] == "refused"
+    assert got["max_descendants"] == "256" and got["raise_limit"] == "refused"
+    assert got["sub_event"] == "0" and _events(meta, "from-sub")
+
+    victim = server.execution("victim", 1)
+    assert victim["state"] == "running" and alive(pid) and not _events(victim, "kill")
+    tool = server.run("tool")["id"]
+    server.wait("tool", tool)
+    assert server.get(f"/jobs/tool/{tool}/stdout").text == "the original tool\n"
+    # after it: its TMPDIR and its cgroup (with the one it made) are gone
+    poll(lambda: not os.path.exists(got["tmpdir"]), 10, "the probe's TMPDIR to be removed")
+    poll(lambda: not (CGROUP_MOUNT / got["cgroup"].lstrip("/")).exists(), 10,
+         "the probe's cgroup to be removed")
+    # a kill through the API reaches the whole tree of a job that is not root
+    assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
+    assert server.wait("victim", 1)["signal"] == "SIGKILL"
+    poll(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
+    assert server.stop() == 0
+
+
+@needs_root
+@pytest.mark.parametrize("path", ["native", "popen"])
+def test_run_as_uid_range_without_cgroups_kills_what_left_the_group(path, open_tmp, servers):
+    # Without a cgroup a `setsid` child leaves the process group; its uid is swept before the
+    # uid goes back to the range, so the kill still reaches it.
+    server = _start(servers, open_tmp, {"victim.yml": VICTIM},
+                    {"execution": {"run_as": {"uids": UIDS}}}, _spawn_env(path, "process-group"))
+    assert server.run("victim")["id"] == 1
+    pid, child, _token = _lines(server, "victim", 1, 3)
+    pid, child = int(pid), int(child)
+    assert _uid_of(child) in UID_RANGE
+    assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
+    assert server.wait("victim", 1)["signal"] == "SIGKILL"
+    poll(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
+
+
+@needs_root
+@pytest.mark.parametrize("path", ["native", "popen"])
+def test_run_as_user_runs_every_job_as_that_user(path, open_tmp, servers):
+    server = _start(servers, open_tmp, {
+        "who.yml": {"command": "id -un; id -gn; id -G; echo \"$HOME\"; echo \"$USER\"; "
+                               "echo \"$TMPDIR\"; event seen; echo \"event=$?\""},
+    }, {"execution": {"run_as": {"user": "nobody"}}}, _spawn_env(path, "cgroup" if CGROUP_MOUNT else
+                                                                   "process-group"))
+    for ident in (1, 2):
+        assert server.run("who")["id"] == ident
+        meta = server.wait("who", ident)
+        assert meta["status"] == "complete", server.get(f"/jobs/who/{ident}/output").text
+        name, group, groups, home, user, tmpdir, event = server.get(
+            f"/jobs/who/{ident}/stdout").text.splitlines()
+        # nobody's home (/nonexistent) is not there: HOME is the run's TMPDIR
+        assert (name, group, groups, user) == ("nobody", "nogroup", "65534", "nobody")
+        assert home == tmpdir and event == "event=0" and _events(meta, "seen")
+
+
+# -- refused at start -------------------------------------------------------------------------------
+
+def test_run_as_config_problems_are_named_by_key():
+    for run_as, fragment in [
+        ({}, "execution.run_as: give either user"),
+        ({"user": "nobody", "uids": UIDS}, "execution.run_as: give either user"),
+        ({"uids": "61000"}, "execution.run_as.uids: must be a range of uids"),
+        ({"uids": "0-99"}, "holds uid 0 (root)"),
+        ({"uids": "61000-61009"}, "execution.run_as.uids: 10 uids for up to 64 running executions"),
+        ({"user": "root"}, "execution.run_as.user: jobs would run as root"),
+        ({"user": ["nobody"]}, "execution.run_as.user: must be a string or an integer"),
+        ({"user": "nobody", "shell": "/bin/sh"}, "execution.run_as.shell: unknown key"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_config({"execution": {"run_as": run_as}})
+        assert len(e.value.problems) == 1 and fragment in e.value.problems[0], (run_as, e.value.problems)
+
+
+@needs_root
+def test_run_as_names_that_the_system_does_not_have_are_refused_at_start(tmp_path, job_repo):
+    job_repo.commit({"a.yml": {"command": "true"}})
+    for run_as, fragment in [
+        ({"user": "no-such-user-here"}, "execution.run_as.user: no user named 'no-such-user-here'"),
+        ({"user": "nobody", "group": "no-such-group"}, "execution.run_as.group: no group named"),
+        ({"uids": "65000-65534"}, "execution.run_as.uids: uid 65534 is the user 'nobody'"),
+    ]:
+        system = System(make_config(tmp_path, job_repo, execution={"run_as": run_as}))
+        with pytest.raises(ConfigError, match=fragment):
+            system.start()
+        system.stop()
+        assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+@needs_root
+def test_run_as_refuses_a_data_dir_jobs_cannot_reach(tmp_path, job_repo):
+    # pytest's temporary directories are root's alone (0700): no job of another user gets in.
+    job_repo.commit({"a.yml": {"command": "true"}})
+    system = System(make_config(tmp_path, job_repo, execution={"run_as": {"user": "nobody"}}))
+    try:
+        with pytest.raises(ConfigError, match=r"execution\.run_as: jobs cannot reach the data dir .* "
+                                              r"may not be searched by uid 65534"):
+            system.start()
+    finally:
+        system.stop()
+
+
+@needs_root
+def test_run_as_on_a_server_that_is_not_root_is_a_startup_error(open_tmp):
+    # The real start, in a process that is no longer root: a fork of this one (the interpreter
+    # lives under root's home, which another user cannot enter; what the start imports is loaded).
+    config = open_tmp / "config.yaml"
+    config.write_text(json.dumps({"repository": {"url": str(open_tmp / "jobs")},
+                                  "data_dir": str(open_tmp / "data"),
+                                  "execution": {"run_as": {"user": "nobody"}}}))
+    config.chmod(0o644)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sys.stderr = os.fdopen(write_end, "w")  # pytest holds the real one
+            # what the start imports is loaded already (embedded, http_server): the child, no
+            # longer root, could not read the interpreter's modules under root's home
+            assert embedded and http_server
+            code = cli.main(["serve", "-c", str(config)])
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        stderr = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2, stderr
+    assert "execution.run_as: the server runs as uid 65534, not as root" in stderr
+    assert not (open_tmp / "data").exists()
+
