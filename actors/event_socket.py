@@ -45,15 +45,18 @@ class _Pending:
 
 
 class EventSocket:
-    """Serves the socket on its own threads; ``handle(token, name, cause, peer)`` does the work.
-    ``mode``: the socket file's (0600: only the server's user may connect; jobs running as
-    another user need 0666, and then who calls is what the peer credentials say)."""
+    """Serves the socket on its own threads; ``handle(token, name, cause, peer)`` does the work,
+    ``peer`` being what ``identify(connection)`` says of the caller. ``mode``: the socket file's
+    (0600: only the server's user may connect; jobs running as another user need 0666, and then
+    who calls is what the peer credentials say)."""
 
     def __init__(self, path: Path, handle: Callable[[str, object, object, Peer], None],
-                 mode: int = 0o600):
+                 mode: int = 0o600,
+                 identify: Callable[[socket.socket], Peer] = lambda conn: Peer.of(conn, None)):
         self.path = Path(path)
         self.handle = handle
         self.mode = mode
+        self.identify = identify
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -216,15 +219,11 @@ class EventSocket:
             return {"ok": False, "error": "request is not one line of JSON"}
         if not isinstance(request, dict) or not isinstance(request.get("token"), str):
             return {"ok": False, "error": "request must be a JSON object with token, event and cause"}
-        peer = None
         try:
-            peer = Peer.of(conn)
-            self.handle(request["token"], request.get("event"), request.get("cause"), peer)
+            self.handle(request["token"], request.get("event"), request.get("cause"),
+                        self.identify(conn))
         except Exception as e:  # every refusal is an answer, never a dead socket
             return {"ok": False, "error": str(e)}
-        finally:
-            if peer is not None:
-                peer.close()
         return {"ok": True}
 
     @staticmethod

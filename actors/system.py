@@ -148,7 +148,8 @@ class System:
                                     defer=Execution.pool.run)
         # Jobs running as another user connect too; who calls is what the kernel says (_job_event).
         self.event_socket = EventSocket(self.ctx.socket_path, self._job_event,
-                                        mode=0o600 if run_as is None else 0o666)
+                                        mode=0o600 if run_as is None else 0o666,
+                                        identify=ctx.callers.identify)
         self.event_socket.start()
         self.supervisor = Supervisor.start(self.ctx)  # recovery ends what a previous server left
         self.supervisor.proxy().ping().get(timeout=ASK_TIMEOUT)

@@ -1,6 +1,7 @@
 /* overseer._spawn: start job processes straight into their cgroup (spawn, spawn_piped), and the
- * calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs), and
- * a peek at what an HTTP connection has received that takes none (peek).
+ * calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs, and
+ * identify: who calls on the event socket), and a peek at what an HTTP connection has received
+ * that takes none (peek).
  *
  * The start itself, clone3 and the child's side, is in _spawn_clone.c; _spawn.h holds what the
  * two files share.
@@ -13,9 +14,11 @@ PyObject *Unsupported;
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -249,6 +252,101 @@ static PyObject *mkdirs(PyObject *self, PyObject *args) {
     return Py_BuildValue("(ii)", made, error);
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* Up to size-1 bytes of the file at path, NUL-terminated; the length, or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = 0;
+    return n;
+}
+
+static int pidfd_peer_supported = 1;  /* 0 once a kernel refused SO_PEERPIDFD (before 6.5) */
+
+/* identify(fd, cgroup_prefix) -> (pid, uid, gid, cgroup, session, gone): who is at the other end
+ * of the accepted unix connection fd, in one release of the GIL (five system calls with a cgroup
+ * prefix, four without). cgroup: its cgroup v2 path as
+ * /proc/PID/cgroup shows it (bytes; read only with a prefix, None otherwise or when unreadable);
+ * session: its session id, read only when the cgroup is not under the prefix (-1 otherwise or
+ * when unreadable); gone: the caller had ended by the time those were read (then they may be
+ * another process's), proven by a pidfd of it where the kernel gives one (SO_PEERPIDFD). */
+static PyObject *identify(PyObject *self, PyObject *args) {
+    int fd;
+    PyObject *prefix_o;
+    if (!PyArg_ParseTuple(args, "iO:identify", &fd, &prefix_o))
+        return NULL;
+    const char *prefix = NULL;
+    Py_ssize_t prefix_len = 0;
+    if (prefix_o != Py_None && !(prefix = PyBytes_AsString(prefix_o)))
+        return NULL;
+    if (prefix)
+        prefix_len = PyBytes_GET_SIZE(prefix_o);
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    char path[64], buf[4096];
+    const char *cgroup = NULL;
+    size_t cgroup_len = 0;
+    long long session = -1;
+    int gone = 0, err = 0, pidfd = -1;
+    Py_BEGIN_ALLOW_THREADS
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        err = errno;
+    } else {
+        if (pidfd_peer_supported) {
+            socklen_t plen = sizeof pidfd;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &plen) < 0) {
+                pidfd = -1;
+                if (errno == ENOPROTOOPT)
+                    pidfd_peer_supported = 0;
+            }
+        }
+        int under = 0;
+        if (prefix) {
+            snprintf(path, sizeof path, "/proc/%d/cgroup", (int)cred.pid);
+            if (read_small(path, buf, sizeof buf) >= 0) {
+                /* "0::PATH\n": the unified hierarchy's line, the first or after v1's */
+                char *line = strncmp(buf, "0::", 3) == 0 ? buf : strstr(buf, "\n0::");
+                if (line) {
+                    line += line == buf ? 3 : 4;
+                    char *end = strchr(line, '\n');
+                    cgroup = line;
+                    cgroup_len = end ? (size_t)(end - line) : strlen(line);
+                    under = cgroup_len >= (size_t)prefix_len &&
+                            memcmp(cgroup, prefix, (size_t)prefix_len) == 0;
+                }
+            }
+        }
+        if (!under)
+            session = getsid(cred.pid);  /* any process's, on Linux; -1 when it is gone */
+        if (pidfd >= 0) {
+            gone = syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno == ESRCH;
+            close(pidfd);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *cg = cgroup ? PyBytes_FromStringAndSize(cgroup, (Py_ssize_t)cgroup_len)
+                          : (Py_INCREF(Py_None), Py_None);
+    if (!cg)
+        return NULL;
+    return Py_BuildValue("(iIINLO)", (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid, cg,
+                         session, gone ? Py_True : Py_False);
+}
+
 /* peek(fd, n): up to n bytes the socket fd has received, left in it (recv with MSG_PEEK and
  * MSG_DONTWAIT; it never blocks, so the GIL is kept); b"" at its end, None when nothing is there. */
 static PyObject *peek(PyObject *self, PyObject *args) {
@@ -312,6 +410,12 @@ static PyMethodDef methods[] = {
      "kill its process group."},
     {"mkdirs", mkdirs, METH_VARARGS,
      "mkdirs(paths, mode) -> (made, errno): mkdir each in order until one fails."},
+    {"identify", identify, METH_VARARGS,
+     "identify(fd, cgroup_prefix) -> (pid, uid, gid, cgroup, session, gone)\n\n"
+     "The peer of the accepted unix connection fd (SO_PEERCRED): its cgroup v2 path as\n"
+     "/proc/PID/cgroup shows it (bytes, read when cgroup_prefix is bytes; else None), its\n"
+     "session id (read when the cgroup is not under cgroup_prefix; else -1), and whether it had\n"
+     "ended before they were read (a pidfd of it, SO_PEERPIDFD, says; False without one)."},
     {"peek", peek, METH_VARARGS,
      "peek(fd, n) -> bytes or None: up to n bytes the socket has received, left in it; b\"\" at\n"
      "its end, None when nothing is there. Never blocks."},

@@ -2,14 +2,17 @@
 
 A token in the environment is readable by whoever may read ``/proc/PID/environ`` (root, and
 the same uid), so it cannot say alone who calls. The kernel can: ``Peer.of`` takes the caller's
-pid, uid and gid from the accepted unix connection (``SO_PEERCRED``, fixed at ``connect``),
-and a pidfd of it (``SO_PEERPIDFD``, Linux 6.5). ``Callers.of`` maps the process to the running
-execution it belongs to: its cgroup (``/proc/PID/cgroup``) where executions run in cgroups of
-their own (a job cannot leave its cgroup, or enter another's, short of root's powers); else its
-session (``/proc/PID/stat``; each execution is a session of its own, and no process can join
-another session). The pidfd then proves that the pid still named the caller while it was read:
-without it (an older kernel) a caller that exits at once could leave its pid to another process
-before the read.
+pid, uid and gid from the accepted unix connection (``SO_PEERCRED``, fixed at ``connect``), and
+what the execution it belongs to is known by: its cgroup (``/proc/PID/cgroup``) where executions
+run in cgroups of their own (a job cannot leave its cgroup, or enter another's, short of root's
+powers), else its session (``getsid``; each execution is a session of its own, and no process
+can join another session). A pidfd of the caller (``SO_PEERPIDFD``, Linux 6.5) then
+proves that the pid still named the caller while those were read: without it (an older kernel)
+a caller that exits at once could leave its pid to another process before the read.
+``Callers.of`` maps what was read to the running execution.
+
+Where ``overseer._spawn`` is built, ``Peer.of`` is one call of it (one release of the
+interpreter's lock for its system calls); elsewhere the same steps run in Python.
 """
 from __future__ import annotations
 
@@ -21,69 +24,92 @@ from typing import Any, Optional
 
 from overseer.exceptions import IdentityError
 
+try:
+    from overseer._spawn import identify as _native_identify
+except ImportError:  # not built, or not Linux x86_64/aarch64
+    _native_identify = None
+
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux's number; Python 3.11 lacks the name
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _pidfd_supported = True  # False once the kernel refused SO_PEERPIDFD
 
 
 class Peer:
-    """The process at the other end of an accepted unix connection."""
+    """The process at the other end of an accepted unix connection, as the kernel names it."""
 
-    __slots__ = ("pid", "uid", "gid", "_pidfd")
+    __slots__ = ("pid", "uid", "gid", "cgroup", "session")
 
-    def __init__(self, pid: int, uid: int, gid: int, pidfd: int = -1):
-        self.pid, self.uid, self.gid, self._pidfd = pid, uid, gid, pidfd
+    def __init__(self, pid: int, uid: int, gid: int, cgroup: Optional[str] = None,
+                 session: Optional[int] = None):
+        self.pid, self.uid, self.gid = pid, uid, gid
+        self.cgroup = cgroup  # its cgroup v2 path as /proc shows it ("/overseer-123/job-7-ab/sub")
+        self.session = session  # its session id; None when not read (or unreadable)
 
     @classmethod
-    def of(cls, sock: socket.socket) -> Peer:
-        global _pidfd_supported
-        pid, uid, gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                      _CREDS.size))
-        pidfd = -1
-        if _pidfd_supported:
+    def of(cls, sock: socket.socket, cgroup_prefix: Optional[str]) -> Peer:
+        """Who is at the other end of ``sock``: its cgroup read when ``cgroup_prefix`` is given,
+        its session when it is not under that prefix. IdentityError when it had ended before
+        they were read."""
+        if _native_identify is not None:
+            pid, uid, gid, cgroup, session, gone = _native_identify(
+                sock.fileno(), None if cgroup_prefix is None else os.fsencode(cgroup_prefix))
+            peer = cls(pid, uid, gid, None if cgroup is None else os.fsdecode(cgroup),
+                       None if session < 0 else session)
+        else:
+            peer, gone = _identify(sock, cgroup_prefix)
+        if gone:
+            raise IdentityError(f"the calling process (pid {peer.pid}) ended before its request "
+                                "was read")
+        return peer
+
+
+def _identify(sock: socket.socket, cgroup_prefix: Optional[str]) -> tuple[Peer, bool]:
+    """``Peer.of`` in Python: ``(peer, gone)``."""
+    global _pidfd_supported
+    pid, uid, gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  _CREDS.size))
+    pidfd = -1
+    if _pidfd_supported:
+        try:
+            pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+        except OSError:  # ENOPROTOOPT: a kernel before 6.5
+            _pidfd_supported = False
+    try:
+        cgroup = _cgroup_of(pid) if cgroup_prefix is not None else None
+        session = None
+        if cgroup is None or not cgroup.startswith(cgroup_prefix):
+            session = _session_of(pid)
+        gone = False
+        if pidfd >= 0:
             try:
-                pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
-            except OSError:  # ENOPROTOOPT: a kernel before 6.5
-                _pidfd_supported = False
-        return cls(pid, uid, gid, pidfd)
+                signal.pidfd_send_signal(pidfd, 0)
+            except ProcessLookupError:
+                gone = True
+            except PermissionError:
+                pass  # it lives (signal 0 checks permission; a root server always has it)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return Peer(pid, uid, gid, cgroup, session), gone
 
-    def cgroup(self) -> Optional[str]:
-        """Its cgroup v2 path as /proc shows it (``/overseer-123/job-7-ab/sub``), or None."""
-        data = _read(f"/proc/{self.pid}/cgroup")
-        if data.startswith(b"0::"):  # the unified hierarchy alone
-            start = 3
-        else:  # the hybrid layout: one line per v1 hierarchy, then the v2 one
-            start = data.find(b"\n0::") + 4
-            if start < 4:
-                return None
-        end = data.find(b"\n", start)
-        return os.fsdecode(data[start:end] if end >= 0 else data[start:])
 
-    def session(self) -> Optional[int]:
-        """Its session id, or None when it is gone."""
-        data = _read(f"/proc/{self.pid}/stat")
-        try:
-            return int(data[data.rindex(b")") + 2:].split(None, 4)[3])  # state ppid pgrp session
-        except (ValueError, IndexError):
+def _cgroup_of(pid: int) -> Optional[str]:
+    data = _read(f"/proc/{pid}/cgroup")
+    if data.startswith(b"0::"):  # the unified hierarchy alone
+        start = 3
+    else:  # the hybrid layout: one line per v1 hierarchy, and the v2 one
+        start = data.find(b"\n0::") + 4
+        if start < 4:
             return None
+    end = data.find(b"\n", start)
+    return os.fsdecode(data[start:end] if end >= 0 else data[start:])
 
-    def confirm(self) -> None:
-        """Raise IdentityError if the caller has ended (then what was read under its pid may be
-        another process's); a caller that waits for its answer never has."""
-        if self._pidfd < 0:
-            return
-        try:
-            signal.pidfd_send_signal(self._pidfd, 0)
-        except ProcessLookupError:
-            raise IdentityError(f"the calling process (pid {self.pid}) ended before its request "
-                                "was read") from None
-        except PermissionError:
-            pass  # it lives (signal 0 checks permission: a root server always has it)
 
-    def close(self) -> None:
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-            self._pidfd = -1
+def _session_of(pid: int) -> Optional[int]:
+    try:
+        return os.getsid(pid)  # any process's, on Linux
+    except OSError:  # gone
+        return None
 
 
 def _read(path: str) -> bytes:
@@ -110,6 +136,10 @@ class Callers:
         self._by_cgroup: dict[str, Any] = {}
         self._by_session: dict[int, Any] = {}
 
+    def identify(self, sock: socket.socket) -> Peer:
+        """``Peer.of`` with what this server needs to know of it."""
+        return Peer.of(sock, self.prefix)
+
     def add_cgroup(self, name: str, execution: Any) -> None:
         self._by_cgroup[name] = execution
 
@@ -125,14 +155,8 @@ class Callers:
     def of(self, peer: Peer) -> Optional[Any]:
         """The execution ``peer`` belongs to, or None. A process inside this server's cgroup root
         is its cgroup's execution's (its session does not count: only root can move a process
-        across cgroups); any other by its session. IdentityError when the caller has ended."""
-        found = None
-        cgroup = peer.cgroup() if self.prefix is not None else None
-        if cgroup is not None and cgroup.startswith(self.prefix):
-            found = self._by_cgroup.get(cgroup[len(self.prefix):].split("/", 1)[0])
-        else:
-            sid = peer.session()
-            if sid is not None:
-                found = self._by_session.get(sid)
-        peer.confirm()
-        return found
+        across cgroups); any other by its session."""
+        cgroup = peer.cgroup
+        if self.prefix is not None and cgroup is not None and cgroup.startswith(self.prefix):
+            return self._by_cgroup.get(cgroup[len(self.prefix):].split("/", 1)[0])
+        return None if peer.session is None else self._by_session.get(peer.session)

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,12 +21,12 @@ from pathlib import Path
 import pytest
 from overseer.actors.system import System
 
-from overseer import cgroups, cli, embedded, spawn
+from overseer import cgroups, cli, embedded, job_identity, spawn
 from overseer.config import parse_config
-from overseer.exceptions import ConfigError
+from overseer.exceptions import ConfigError, IdentityError
 from overseer.http import server as http_server
 
-from .conftest import make_config
+from .conftest import make_config, wait_finished, wait_for
 from .serving import Server, alive, poll
 
 pytestmark = pytest.mark.slow
@@ -211,6 +212,67 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
         poll(lambda: not alive(child), 10, "the victim's setsid child to end")
     elif alive(child):  # the process group alone does not reach it (docs/guarantees.rst)
         os.kill(child, 9)
+
+
+@pytest.fixture(params=["native", "python"])
+def identify(request, monkeypatch):
+    """How the server names a caller: the native call, or its Python fallback (a machine
+    without the extension)."""
+    if request.param == "native" and job_identity._native_identify is None:
+        pytest.skip("overseer._spawn is not built here")
+    if request.param == "python":
+        monkeypatch.setattr(job_identity, "_native_identify", None)
+    return request.param
+
+
+def test_the_kernel_names_the_caller(identify, tmp_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s"))
+    listener.listen()
+    connect = (f"import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect({str(tmp_path / 's')!r}); "
+               "sys.stdout.write('connected\\n'); sys.stdout.flush(); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", connect], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout.readline() == b"connected\n"
+        conn, _ = listener.accept()
+        cgroup = job_identity._cgroup_of(child.pid)
+        inside = job_identity.Peer.of(conn, cgroup.rstrip("/") + "/")  # as a job in our cgroups
+        outside = job_identity.Peer.of(conn, "/not-ours/")  # as a process elsewhere
+        plain = job_identity.Peer.of(conn, None)  # as on a server without cgroups
+        for peer in (inside, outside, plain):
+            assert (peer.pid, peer.uid, peer.gid) == (child.pid, os.getuid(), os.getgid())
+        assert inside.cgroup == outside.cgroup == cgroup and plain.cgroup is None
+        assert inside.session is None and outside.session == plain.session == child.pid
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    # it has ended: what /proc says under its pid might be another process's now
+    with pytest.raises(IdentityError, match=f"pid {child.pid}\\) ended before its request was read"):
+        job_identity.Peer.of(conn, None)
+    conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("tree", ["cgroup", "process-group"])
+def test_a_stolen_token_is_refused_by_the_python_fallback_too(tree, identify, monkeypatch,
+                                                              system_factory):
+    monkeypatch.setenv("OVERSEER_NO_CGROUPS", "1" if tree == "process-group" else "")
+    if tree == "cgroup" and CGROUP_MOUNT is None:
+        pytest.skip("no writable cgroup v2 hierarchy with cgroup.kill here")
+    s = system_factory({"victim.yml": VICTIM, "scripts/thief.sh": THIEF,
+                        "thief.yml": {"script": "thief.sh", "vars": [{"name": "victim", "type": "int"}]}})
+    s.trigger("victim", {})
+    pid = wait_for(lambda: s.store.read_output("victim", 1, "stdout").count(b"\n") >= 3 and
+                   s.store.get_execution("victim", 1)["pid"], 20, "the victim", store=s.store)
+    s.trigger("thief", {"victim": pid})
+    done = wait_finished(s, "thief", 1)
+    got = _fields(s.store.read_output("thief", 1, "stdout").decode())
+    assert done["status"] == "complete" and got["kill"] == got["note"] == "1" and got["own"] == "0"
+    victim = s.store.get_execution("victim", 1)
+    assert victim["state"] == "running" and not _events(victim, "kill") and alive(pid)
+    s.create_event("victim", 1, "kill", None)
+    wait_finished(s, "victim", 1)
 
 
 # -- with run_as: a uid of its own per execution ---------------------------------------------------
