@@ -3,16 +3,20 @@
 A token in the environment is readable by whoever may read ``/proc/PID/environ`` (root, and
 the same uid), so it cannot say alone who calls. The kernel can: ``Peer.of`` takes the caller's
 pid, uid and gid from the accepted unix connection (``SO_PEERCRED``, fixed at ``connect``), and
-what the execution it belongs to is known by: its cgroup (``/proc/PID/cgroup``) where executions
-run in cgroups of their own (a job cannot leave its cgroup, or enter another's, short of root's
-powers), else its session (``getsid``; each execution is a session of its own, and no process
-can join another session). A pidfd of the caller (``SO_PEERPIDFD``, Linux 6.5) then
-proves that the pid still named the caller while those were read: without it (an older kernel)
-a caller that exits at once could leave its pid to another process before the read.
-``Callers.of`` maps what was read to the running execution.
+what the execution it belongs to is known by. First its session (``getsid``): each execution is
+a session of its own, and no process can join another's session, so a process in an
+execution's session is that execution's. A process that left its session (``setsid``) is known
+by its cgroup (``/proc/PID/cgroup``) where executions run in cgroups of their own: a job cannot
+leave its cgroup, or enter another's, short of root's powers. That read is dearer (the kernel
+takes its global cgroup lock for it: 8 us on a quiet machine, 35 with other servers making and
+removing cgroups), so it is made for such callers only. A pidfd of the caller
+(``SO_PEERPIDFD``, Linux 6.5) then proves that the pid still named the caller while those were
+read: without it (an older kernel) a caller that exits at once could leave its pid to another
+process before the read. ``Callers`` maps what was read to the running execution.
 
-Where ``overseer._spawn`` is built, ``Peer.of`` is one call of it (one release of the
-interpreter's lock for its system calls); elsewhere the same steps run in Python.
+Where ``overseer._spawn`` is built, ``Peer.of`` is one call of it (``identify``: the calls that
+never block are made holding the interpreter's lock, which each call from Python would hand
+over); elsewhere the same steps run in Python.
 """
 from __future__ import annotations
 
@@ -46,24 +50,22 @@ class Peer:
         self.session = session  # its session id; None when not read (or unreadable)
 
     @classmethod
-    def of(cls, sock: socket.socket, cgroup_prefix: Optional[str]) -> Peer:
-        """Who is at the other end of ``sock``: its cgroup read when ``cgroup_prefix`` is given,
-        its session when it is not under that prefix. IdentityError when it had ended before
-        they were read."""
+    def of(cls, sock: socket.socket, with_cgroup: bool = False) -> Peer:
+        """Who is at the other end of ``sock``: its session, and with ``with_cgroup`` its
+        cgroup. IdentityError when it had ended before they were read."""
         if _native_identify is not None:
-            pid, uid, gid, cgroup, session, gone = _native_identify(
-                sock.fileno(), None if cgroup_prefix is None else os.fsencode(cgroup_prefix))
+            pid, uid, gid, cgroup, session, gone = _native_identify(sock.fileno(), with_cgroup)
             peer = cls(pid, uid, gid, None if cgroup is None else os.fsdecode(cgroup),
                        None if session < 0 else session)
         else:
-            peer, gone = _identify(sock, cgroup_prefix)
+            peer, gone = _identify(sock, with_cgroup)
         if gone:
             raise IdentityError(f"the calling process (pid {peer.pid}) ended before its request "
                                 "was read")
         return peer
 
 
-def _identify(sock: socket.socket, cgroup_prefix: Optional[str]) -> tuple[Peer, bool]:
+def _identify(sock: socket.socket, with_cgroup: bool) -> tuple[Peer, bool]:
     """``Peer.of`` in Python: ``(peer, gone)``."""
     global _pidfd_supported
     pid, uid, gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
@@ -75,10 +77,8 @@ def _identify(sock: socket.socket, cgroup_prefix: Optional[str]) -> tuple[Peer, 
         except OSError:  # ENOPROTOOPT: a kernel before 6.5
             _pidfd_supported = False
     try:
-        cgroup = _cgroup_of(pid) if cgroup_prefix is not None else None
-        session = None
-        if cgroup is None or not cgroup.startswith(cgroup_prefix):
-            session = _session_of(pid)
+        session = _session_of(pid)
+        cgroup = _cgroup_of(pid) if with_cgroup else None
         gone = False
         if pidfd >= 0:
             try:
@@ -137,8 +137,12 @@ class Callers:
         self._by_session: dict[int, Any] = {}
 
     def identify(self, sock: socket.socket) -> Peer:
-        """``Peer.of`` with what this server needs to know of it."""
-        return Peer.of(sock, self.prefix)
+        """``Peer.of`` with what this server needs to know of it: the caller's cgroup too when
+        its session is no running execution's and executions have cgroups."""
+        peer = Peer.of(sock)
+        if self.prefix is not None and peer.session not in self._by_session:
+            peer = Peer.of(sock, with_cgroup=True)  # a fresh pidfd proves the caller lives still
+        return peer
 
     def add_cgroup(self, name: str, execution: Any) -> None:
         self._by_cgroup[name] = execution
@@ -153,10 +157,12 @@ class Callers:
             self._by_session.pop(sid, None)
 
     def of(self, peer: Peer) -> Optional[Any]:
-        """The execution ``peer`` belongs to, or None. A process inside this server's cgroup root
-        is its cgroup's execution's (its session does not count: only root can move a process
-        across cgroups); any other by its session."""
+        """The execution ``peer`` belongs to, or None: its session's, else (a process that left
+        its session) its cgroup's, the first cgroup below this server's cgroup root. For a
+        process that is not root, the two agree: what a job starts is born in its session and
+        its cgroup, and can leave the first but not the second."""
+        found = None if peer.session is None else self._by_session.get(peer.session)
         cgroup = peer.cgroup
-        if self.prefix is not None and cgroup is not None and cgroup.startswith(self.prefix):
-            return self._by_cgroup.get(cgroup[len(self.prefix):].split("/", 1)[0])
-        return None if peer.session is None else self._by_session.get(peer.session)
+        if found is None and self.prefix and cgroup and cgroup.startswith(self.prefix):
+            found = self._by_cgroup.get(cgroup[len(self.prefix):].split("/", 1)[0])
+        return found

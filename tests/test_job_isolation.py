@@ -61,6 +61,7 @@ OVERSEER_TOKEN=$stolen event kill "with a stolen token" 2>"$TMPDIR/err"; echo "k
 echo "kill_error=$(cat "$TMPDIR/err")"
 OVERSEER_TOKEN=$stolen event note "with a stolen token" 2>/dev/null; echo "note=$?"
 event mine "with its own token"; echo "own=$?"
+setsid -w event left-session "from a session of its own" 2>/dev/null; echo "setsid=$?"
 echo "cgroup=$(sed -n 's/^0:://p' /proc/self/cgroup)"
 echo "token=$OVERSEER_TOKEN"
 """
@@ -194,6 +195,9 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
     assert got["kill"] == "1" and got["note"] == "1"          # and it did not work
     assert "another execution's than the calling process's" in got["kill_error"]
     assert got["own"] == "0" and [e["source"] for e in _events(meta, "mine")] == ["job"]
+    # a process that left the job's session is still the job's where it has a cgroup
+    assert got["setsid"] == ("0" if tree == "cgroup" else "1")
+    assert len(_events(meta, "left-session")) == (tree == "cgroup")
     # the victim runs on, untouched; its cgroup's name gives nothing of its token away
     victim = server.execution("victim", 1)
     assert victim["state"] == "running" and alive(pid) and alive(child)
@@ -236,20 +240,19 @@ def test_the_kernel_names_the_caller(identify, tmp_path):
     try:
         assert child.stdout.readline() == b"connected\n"
         conn, _ = listener.accept()
-        cgroup = job_identity._cgroup_of(child.pid)
-        inside = job_identity.Peer.of(conn, cgroup.rstrip("/") + "/")  # as a job in our cgroups
-        outside = job_identity.Peer.of(conn, "/not-ours/")  # as a process elsewhere
-        plain = job_identity.Peer.of(conn, None)  # as on a server without cgroups
-        for peer in (inside, outside, plain):
+        with open(f"/proc/{child.pid}/cgroup") as f:
+            cgroup = next(line[3:].strip() for line in f if line.startswith("0::"))
+        plain, full = job_identity.Peer.of(conn), job_identity.Peer.of(conn, with_cgroup=True)
+        for peer in (plain, full):
             assert (peer.pid, peer.uid, peer.gid) == (child.pid, os.getuid(), os.getgid())
-        assert inside.cgroup == outside.cgroup == cgroup and plain.cgroup is None
-        assert inside.session is None and outside.session == plain.session == child.pid
+            assert peer.session == child.pid  # the leader of a session of its own
+        assert plain.cgroup is None and full.cgroup == cgroup
     finally:
         child.stdin.close()
         child.wait(10)
     # it has ended: what /proc says under its pid might be another process's now
     with pytest.raises(IdentityError, match=f"pid {child.pid}\\) ended before its request was read"):
-        job_identity.Peer.of(conn, None)
+        job_identity.Peer.of(conn, with_cgroup=True)
     conn.close()
     listener.close()
 
