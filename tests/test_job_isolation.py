@@ -1,9 +1,10 @@
-"""What one job can do to another, and to the server (docs/guarantees.rst, "Jobs against jobs").
+"""What one job can do to another, and to the server (docs/guarantees.rst, "A job against other
+jobs and the server").
 
 Real ``overseer serve`` processes, real jobs, real uids: ``nobody`` and the numeric uids of a
 range that has no passwd entry (61000-61999 here; nothing is added to the system). The event
-socket names its caller from the kernel (``SO_PEERCRED``: the caller's cgroup, else its
-session), so a token read from another job's ``/proc/PID/environ`` is refused; with
+socket names its caller from the kernel (``SO_PEERCRED``: the caller's session, else its
+cgroup), so a token read from another job's ``/proc/PID/environ`` is refused; with
 ``execution.run_as`` jobs cannot even read it.
 """
 from __future__ import annotations
