@@ -9,6 +9,7 @@ cgroup), so a token read from another job's ``/proc/PID/environ`` is refused; wi
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 UIDS = "61000-61999"
 UID_RANGE = range(61000, 62000)
+PR_GET_DUMPABLE = 3
 
 
 def _cgroup_mount():
@@ -377,6 +379,36 @@ def test_run_as_user_runs_every_job_as_that_user(path, open_tmp, servers):
         # nobody's home (/nonexistent) is not there: HOME is the run's TMPDIR
         assert (name, group, groups, user) == ("nobody", "nogroup", "65534", "nobody")
         assert home == tmpdir and event == "event=0" and _events(meta, "seen")
+
+
+@needs_root
+def test_a_job_started_as_another_user_leaves_the_server_as_it_was(open_tmp, job_repo):
+    # The native spawn's child shares the server's memory: its ids must change alone (glibc's
+    # setuid() would change every thread's), and the server's dumpable flag, which the child's
+    # change of ids clears in the memory they share, is put back.
+    if not spawn.available():
+        pytest.skip("the native spawn is not available here")
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def threads_uids() -> set:
+        found = set()
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/status") as f:
+                found |= {line.split()[1] for line in f if line.startswith(("Uid:", "Gid:"))}
+        return found
+
+    job_repo.commit({"who.yml": {"command": "id -u"}})
+    system = System(make_config(open_tmp, job_repo, execution={"run_as": {"uids": UIDS}})).start()
+    try:
+        assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+        before = (os.getresuid(), os.getresgid(), os.getgroups(), threads_uids())
+        system.trigger("who", {})
+        assert wait_finished(system, "who", 1)["status"] == "complete"
+        assert int(system.store.read_output("who", 1, "stdout")) in UID_RANGE
+        assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+        assert (os.getresuid(), os.getresgid(), os.getgroups(), threads_uids()) == before
+    finally:
+        system.stop()
 
 
 # -- refused at start -------------------------------------------------------------------------------
