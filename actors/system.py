@@ -112,11 +112,12 @@ class System:
     def start(self) -> System:
         """Lock the data dir first (DataDirError naming the holder when another server has it),
         then open, recover and start everything."""
+        data = self.config.data_path
         run_as = None
         if self.config.execution.run_as is not None:  # before anything is made: a ConfigError
             check_server()
             run_as = RunAs.resolve(self.config.execution.run_as)
-        data = self.config.data_path
+            check_reachable({"the data dir": data, "the library dir": LIBRARY_DIR}, run_as.sample())
         if self.lock is None:
             self.lock = DataDirLock.acquire(data, serves(self.config))
         _raise_fd_limit()
@@ -124,9 +125,8 @@ class System:
             data.mkdir(parents=True, exist_ok=True)
             _clear_dir(data / "tmp")  # the TMPDIRs of runs a stopped or killed server left
             self.store = Store(data / "store")
-            library = library_dir(data)
+            library = library_dir(data)  # the installed one, or a copy in the data dir
             if run_as is not None:
-                check_reachable({"the data dir": data, "the library dir": library}, run_as.sample())
                 run_as.seal(data, [data / name for name in PRIVATE])
                 os.chmod(data / "tmp", 0o711)
         except BaseException:
@@ -350,8 +350,13 @@ class System:
             self._ask(ref, "launched")
             own = callers.of(peer)
         if own is None:
-            raise IdentityError(f"the calling process (pid {peer.pid}) belongs to no running "
-                                "execution; the event tool works from inside a job only")
-        if own is not ref:
-            raise IdentityError("the token is another execution's than the calling process's; "
-                                "a job can create events on its own execution only")
+            error = (f"the calling process (pid {peer.pid}) belongs to no running execution; "
+                     "the event tool works from inside a job only")
+        elif own is not ref:
+            error = ("the token is another execution's than the calling process's; a job can "
+                     "create events on its own execution only")
+        else:
+            return
+        # a running execution's token in the wrong hands: worth a line (never the token itself)
+        log.warning("event socket: refused pid %s (uid %s): %s", peer.pid, peer.uid, error)
+        raise IdentityError(error)

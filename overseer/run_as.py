@@ -179,10 +179,13 @@ def check_server(euid: Optional[int] = None) -> None:
 
 def unreachable(path: Path, creds: Credentials) -> Optional[str]:
     """Why a process with ``creds`` cannot reach ``path`` (a directory on the way that it may not
-    search), or None when it can. Plain permission bits; ACLs are not read."""
+    search), or None when it can. Plain permission bits; ACLs are not read. The part of the path
+    that does not exist yet is not judged (the server makes it, searchable)."""
     for directory in [*reversed(Path(path).parents), Path(path)]:
         try:
             st = os.stat(directory)
+        except FileNotFoundError:
+            return None
         except OSError as e:
             return f"{directory}: {e.strerror}"
         if st.st_uid == creds.uid:

@@ -211,6 +211,11 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
     answer = _ask(server.data / "event.sock", {"token": token, "event": "kill", "cause": "outsider"})
     assert answer["ok"] is False and "belongs to no running execution" in answer["error"]
     assert server.execution("victim", 1)["state"] == "running" and alive(pid)
+    # each refusal is logged, naming the process; the token itself appears in no log line
+    me = f"event socket: refused pid {os.getpid()} (uid {os.getuid()}): the calling process"
+    poll(lambda: me in server.log(), 10, "the outsider's refusal logged")
+    assert server.log().count("event socket: refused pid") >= 3  # the thief's two, and this one
+    assert token not in server.log() and got["token"] not in server.log()
     # the API still reaches the whole tree
     assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
     assert server.wait("victim", 1)["signal"] == "SIGKILL"
@@ -455,6 +460,7 @@ def test_run_as_refuses_a_data_dir_jobs_cannot_reach(tmp_path, job_repo):
             system.start()
     finally:
         system.stop()
+    assert not (tmp_path / "data").exists()  # refused before anything was made
 
 
 @needs_root
