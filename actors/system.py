@@ -26,7 +26,7 @@ from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
-from overseer.job_identity import Callers, Peer
+from overseer.job_identity import Callers, Peer, RefusalLog
 from overseer.jobs import JOB_NAME_RE, Job
 from overseer.run_as import RunAs, check_reachable, check_server
 from overseer.runner import ProcessMonitor
@@ -106,6 +106,7 @@ class System:
         self.ctx: Optional[Context] = None
         self.supervisor: Optional[pykka.ActorRef] = None
         self.event_socket: Optional[EventSocket] = None
+        self._refusals = RefusalLog()
         self._stopped = threading.Event()
 
     # -- life --------------------------------------------------------------------------------
@@ -357,6 +358,5 @@ class System:
                      "create events on its own execution only")
         else:
             return
-        # a running execution's token in the wrong hands: worth a line (never the token itself)
-        log.warning("event socket: refused pid %s (uid %s): %s", peer.pid, peer.uid, error)
+        self._refusals.refused(peer, error)  # a running execution's token in the wrong hands
         raise IdentityError(error)

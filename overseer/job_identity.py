@@ -20,10 +20,13 @@ over); elsewhere the same steps run in Python.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import struct
+import threading
+import time
 from typing import Any, Optional
 
 from overseer.exceptions import IdentityError
@@ -32,6 +35,8 @@ try:
     from overseer._spawn import identify as _native_identify
 except ImportError:  # not built, or not Linux x86_64/aarch64
     _native_identify = None
+
+log = logging.getLogger(__name__)
 
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux's number; Python 3.11 lacks the name
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -166,3 +171,27 @@ class Callers:
         if found is None and self.prefix and cgroup and cgroup.startswith(self.prefix):
             found = self._by_cgroup.get(cgroup[len(self.prefix):].split("/", 1)[0])
         return found
+
+
+class RefusalLog:
+    """Logs refused callers at warning, naming the pid and uid (never the token), at most
+    ``limit`` lines in ``window`` seconds: a job calling in a loop must not flood the server's
+    log. The lines left out are counted in the next one."""
+
+    def __init__(self, limit: int = 10, window: float = 10.0):
+        self.limit, self.window = limit, window
+        self._lock = threading.Lock()
+        self._start, self._lines, self._left_out = 0.0, 0, 0
+
+    def refused(self, peer: Peer, error: str, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now - self._start >= self.window:
+                self._start, self._lines = now, 0
+            if self._lines >= self.limit:
+                self._left_out += 1
+                return
+            self._lines += 1
+            left_out, self._left_out = self._left_out, 0
+        more = f" ({left_out} more refusals not logged before this one)" if left_out else ""
+        log.warning("event socket: refused pid %s (uid %s): %s%s", peer.pid, peer.uid, error, more)

@@ -265,6 +265,18 @@ def test_the_kernel_names_the_caller(identify, tmp_path):
     listener.close()
 
 
+def test_refusals_are_logged_without_flooding_the_log(caplog):
+    refusals, peer = job_identity.RefusalLog(limit=10, window=10.0), job_identity.Peer(4321, 61000, 61000)
+    with caplog.at_level("WARNING", logger="overseer.job_identity"):
+        for _ in range(25):  # a job calling in a loop
+            refusals.refused(peer, "the token is another execution's", now=100.0)
+        refusals.refused(peer, "the token is another execution's", now=110.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 11
+    assert lines[0] == "event socket: refused pid 4321 (uid 61000): the token is another execution's"
+    assert lines[-1].endswith("(15 more refusals not logged before this one)")
+
+
 @pytest.mark.parametrize("tree", ["cgroup", "process-group"])
 def test_a_stolen_token_is_refused_by_the_python_fallback_too(tree, identify, monkeypatch,
                                                               system_factory):
