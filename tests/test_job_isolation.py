@@ -81,6 +81,8 @@ try tmpdir_write touch "$TMPDIR/mine"
 try environ cat /proc/$victim/environ
 try signal kill -0 $victim
 try terminate kill -TERM $victim
+echo "terminate_error=$(kill -TERM $victim 2>&1)"
+echo "environ_error=$(cat /proc/$victim/environ 2>&1 >/dev/null)"
 try rewrite sh -c 'echo "echo tampered" > scripts/tool.sh'
 try chmod chmod u+w scripts/tool.sh
 try remove rm -f scripts/tool.sh
@@ -334,6 +336,8 @@ def test_run_as_uid_range_keeps_jobs_apart(path, open_tmp, servers):
     assert got["tmpdir_owner"] == str(uid) and got["tmpdir_write"] == "done"
     # nothing of the other job: its environment, its processes, its cgroup
     assert got["environ"] == got["signal"] == got["terminate"] == "refused"
+    assert "Operation not permitted" in got["terminate_error"]  # EPERM
+    assert "Permission denied" in got["environ_error"]  # EACCES
     assert got["enter_victim"] == "refused"
     # the snapshot is read-only to it, the data dir closed, the socket open
     assert got["rewrite"] == got["chmod"] == got["remove"] == got["create"] == "refused"
