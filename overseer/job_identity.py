@@ -7,9 +7,8 @@ what the execution it belongs to is known by. First its session (``getsid``): ea
 a session of its own, and no process can join another's session, so a process in an
 execution's session is that execution's. A process that left its session (``setsid``) is known
 by its cgroup (``/proc/PID/cgroup``) where executions run in cgroups of their own: a job cannot
-leave its cgroup, or enter another's, short of root's powers. That read is dearer (the kernel
-takes its global cgroup lock for it: 8 us on a quiet machine, 35 with other servers making and
-removing cgroups), so it is made for such callers only. A pidfd of the caller
+leave its cgroup, or enter another's, short of root's powers. That read is dearer (8 us timed
+alone, where getsid takes under 1), so it is made for such callers only. A pidfd of the caller
 (``SO_PEERPIDFD``, Linux 6.5) then proves that the pid still named the caller while those were
 read: without it (an older kernel) a caller that exits at once could leave its pid to another
 process before the read. ``Callers`` maps what was read to the running execution.
