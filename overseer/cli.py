@@ -133,6 +133,9 @@ def _run_server(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         check_bind(config)
+        if config.execution.run_as is not None:
+            from overseer.run_as import check_server
+            check_server()  # a server that is not root cannot start jobs as others: nothing is made
     except ConfigError as e:
         return _refuse(*e.problems)
     # Before anything touches the data dir: a second server on it is refused here, naming the
