@@ -202,6 +202,8 @@ class Execution(PooledActor):
         elif name == "continue":
             self.state = changes["state"] = "running"
         event = self._event(name, cause, source=source, **changes)
+        if name == "terminate" and self.terminating:
+            return event  # SIGTERM went already (a time-out, an earlier terminate): SIGKILL follows
         self.proc.signal(_SIGNALS[name])
         if name == "terminate":
             self._terminate()
@@ -231,6 +233,8 @@ class Execution(PooledActor):
             return
         self.timed_out = True
         self._event("time-out", f"ran longer than {self.job.timeout:g}s")
+        if self.terminating:
+            return  # terminated already: one SIGTERM, and SIGKILL after kill_grace from that one
         self.proc.signal(signal.SIGTERM)
         self._terminate()
 

@@ -92,8 +92,17 @@ class Process:
         except ProcessLookupError:
             pass
         if self.cgroup and signum != signal.SIGSTOP:
-            # Processes that left the group with setsid are still in the cgroup.
-            self.cgroup.signal_all(signum)
+            # Processes that left the group with setsid are still in the cgroup: they get it
+            # too, but not those the group reached already (a second SIGTERM would run a job's
+            # TERM trap twice).
+            for pid in self.cgroup.pids():
+                try:
+                    if os.getpgid(pid) != self.pgid:
+                        os.kill(pid, signum)
+                except OSError:
+                    pass
+            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self.cgroup.freeze(False)  # a frozen tree must run to handle the signal
 
     def kill_remaining(self) -> bool:
         """After the main process ended: kill whatever it left behind. False when the
