@@ -1,12 +1,14 @@
 """The Supervisor actor: recovery, ordered start, health checks, ordered stop.
 
-Start: recover what a previous process left (``queued``/``running``
-executions get the event ``lost`` and are finished; their process groups, if
-the same processes still live, are terminated), then start the Notifier, the
-Scheduler and RepoSync in that order, pinging each. Every few seconds it pings
-them again and restarts one that died. Stop: stop scheduling, terminate the
-running executions (SIGKILL after ``kill_grace``), wait for them to finish,
-then stop the actors in reverse order.
+Start: start the Notifier, recover what a previous process left (``queued``/
+``running`` executions get the event ``lost`` and are finished; their process
+groups, if the same processes still live, are terminated), then start the
+Scheduler and RepoSync, pinging each. The ``lost`` events go to the webhooks
+once the first sync has loaded the jobs (a job's own ``hooks`` are in its
+file). Every few seconds it pings the actors again and restarts one that died.
+Stop: stop scheduling, terminate the running executions (SIGKILL after
+``kill_grace``), wait for them to finish, finish what never started as
+``lost`` (told to the webhooks), then stop the actors in reverse order.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import types
 from typing import Optional
 
 import pykka
@@ -66,6 +69,14 @@ def recover(ctx: Context) -> list[dict]:
     return [future.result() for future in futures]
 
 
+def announce_lost(ctx: Context, records: list[dict]) -> None:
+    """Tell the webhooks of each ``lost`` event ``recover`` recorded. A job no longer in the
+    catalog is told to the server's hooks only."""
+    for record in records:
+        job = ctx.catalog.job(record["job"]) or types.SimpleNamespace(name=record["job"], hooks={})
+        ctx.notify(job, record["id"], record["events"][-1], record)
+
+
 def _signal_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
@@ -89,11 +100,14 @@ class Supervisor(Pingable, pykka.ThreadingActor):
                                                                "repo_sync": None}
         self._checker: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        self._lost: list[dict] = []  # recovered at start, told to the webhooks after the first sync
 
     def on_start(self) -> None:
-        recover(self.ctx)
+        self._start_child("notifier")
+        self._lost = recover(self.ctx)
         for name in self.children:
-            self._start_child(name)
+            if self.children[name] is None:
+                self._start_child(name)
         self._checker = threading.Thread(target=self._check_loop, name="supervisor-check", daemon=True)
         self._checker.start()
 
@@ -131,8 +145,19 @@ class Supervisor(Pingable, pykka.ThreadingActor):
         return restarted
 
     def sync(self):
-        """The first sync, done before the server answers (the caller waits on it)."""
-        return self.children["repo_sync"].proxy().sync()
+        """The first sync, done before the server answers (the caller waits on it). The runs
+        recovery found lost are told to the webhooks once it is done, with their jobs' hooks."""
+        future = self.children["repo_sync"].proxy().sync()
+        lost, self._lost = self._lost, []
+        if lost:
+            def announce() -> None:
+                try:
+                    future.get(timeout=600)
+                except Exception as e:  # noqa: BLE001 - announced all the same, to the server's hooks
+                    log.error("supervisor: the first sync failed (%s): lost runs go to the server's hooks", e)
+                announce_lost(self.ctx, lost)
+            threading.Thread(target=announce, name="announce-lost", daemon=True).start()
+        return future
 
     def child(self, name: str) -> Optional[pykka.ActorRef]:
         return self.children.get(name)
@@ -159,7 +184,7 @@ class Supervisor(Pingable, pykka.ThreadingActor):
             self.ctx.store.flush()  # the runs' last events are queued: let recover() see them
         except Exception as e:  # a broken store must not stop the shutdown
             log.error("supervisor: cannot flush the store: %s", e)
-        recover(self.ctx)  # what never started is finished too: nothing stays queued
+        announce_lost(self.ctx, recover(self.ctx))  # what never started is finished too: nothing stays queued
         for name in reversed(list(self.children)):
             ref = self.children[name]
             if ref is not None:
