@@ -23,6 +23,7 @@ from typing import Optional
 import pykka
 
 from overseer import executions as ex
+from overseer import render_pool
 from overseer.job_process import process_start_time
 
 from .context import Context, Pingable
@@ -192,3 +193,4 @@ class Supervisor(Pingable, pykka.ThreadingActor):
                     ref.stop(timeout=10)
                 except pykka.Timeout:
                     log.error("supervisor: %s did not stop in time", name)
+        render_pool.POOL.close()  # a render in progress (a template that never ends) ends with them

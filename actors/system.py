@@ -276,9 +276,10 @@ class System:
         if not dispatcher.reserve(self.config.execution.max_queued):
             raise QueueFull(f"{dispatcher.queued} executions are waiting (execution.max_queued)")
         try:
-            record = self.store.create_execution(job.name, make_execution(job, params, trigger),
-                                                 keep=self.config.retention.executions_per_job,
-                                                 sync_later=True)
+            made = make_execution(job, params, trigger,
+                                  render_seconds=self.config.execution.max_render_seconds)
+            record = self.store.create_execution(job.name, made, sync_later=True,
+                                                 keep=self.config.retention.executions_per_job)
         except BaseException:
             dispatcher.unreserve()
             raise

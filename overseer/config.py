@@ -59,6 +59,8 @@ class ExecutionConfig:
     max_queued: int = 10000
     kill_grace: float = 10
     max_output_bytes: int = 104857600
+    max_render_seconds: float = 2
+    max_events: int = 1000
     run_as: RunAsConfig | None = None  # None: jobs run as the server's user
 
 
@@ -94,7 +96,7 @@ class Config:
 # Positive-number constraints, by key path.
 _POSITIVE = {"server.port", "server.max_body_bytes", "server.thread_pool", "server.max_follows",
              "execution.max_concurrent", "execution.max_queued", "execution.max_output_bytes",
-             "retention.executions_per_job"}
+             "execution.max_render_seconds", "execution.max_events", "retention.executions_per_job"}
 _NON_NEGATIVE = {"repository.poll_interval", "execution.kill_grace"}
 
 

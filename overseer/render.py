@@ -14,6 +14,12 @@ appended as arguments.
 Templates are checked once per distinct source (:func:`check_template`, cached) and compiled
 once per distinct source, on first use (:func:`compile_template`, cached): rendering a command
 never compiles.
+
+A rendered command is bounded in size: over :data:`MAX_COMMAND_BYTES` it is refused, naming the
+job and the limit, and the render stops as soon as its text passes the limit. Its time is
+bounded by the caller: a template whose text alone does not bound its work (:func:`is_plain`
+is false) is rendered in a worker process that is killed at its deadline
+(overseer/render_pool.py).
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "OVERSEER_VAR_"
 SHELL = "/bin/sh"  # what runs a ``command`` (``SHELL -c COMMAND``)
 
+# A command runs as ``/bin/sh -c COMMAND``: one argument of exec(2), which Linux refuses at 128 KiB
+# or more (MAX_ARG_STRLEN). The server may put a few hundred bytes in front (the move into the
+# run's cgroup): 4 KiB are kept for that, so a command this long or shorter always starts.
+MAX_COMMAND_BYTES = 128 * 1024 - 4096
+
 # A template whose only Jinja syntax is ``{{ name }}`` is valid by construction: it needs no parse.
 _MARKER = re.compile(r"\{[{%#]")
 _SIMPLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -67,10 +78,20 @@ def shell_word(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+class _Outputs(list):
+    """The outputs of one render, and how much text they make so far."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+
 # The outputs of the render in progress: each ``{{ }}`` writes a slot ``\0<index>\0`` (no value
 # and no template text holds a NUL) and its value goes here, to be written once its place is known.
-_OUTPUTS: contextvars.ContextVar[list | None] = contextvars.ContextVar("overseer_render_outputs",
-                                                                       default=None)
+_OUTPUTS: contextvars.ContextVar[_Outputs | None] = contextvars.ContextVar("overseer_render_outputs",
+                                                                           default=None)
 _SLOT = re.compile("\0([0-9]+)\0")
 _DOUBLE_SPECIAL = re.compile(r'([\\$`"])')
 _BLOCKS_REFUSED = {
@@ -113,8 +134,18 @@ def _finalize(context: Any, value: Any) -> str:
         value = _SLOT.sub(lambda m: flat_text(outputs[int(m.group(1))]), value)
         if "\0" in value:
             raise ParamError("the template produced a NUL character, which no command can hold")
+    outputs.size += len(value) if isinstance(value, str) else len(flat_text(value))
+    if outputs.size > MAX_COMMAND_BYTES:
+        raise ParamError(_too_long(None))
     outputs.append(value)
     return f"\0{len(outputs) - 1}\0"
+
+
+def _too_long(size: int | None) -> str:
+    what = f"is {size} bytes" if size is not None else "grew"
+    return (f"the rendered command {what}, over the limit of {MAX_COMMAND_BYTES} bytes (a command is one "
+            "argument of exec, which Linux bounds at 128 KiB): pass large data in a file or a var the "
+            "command reads from $OVERSEER_VAR_NAME")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -136,6 +167,13 @@ _NAMES_ENV.globals = {}   # so that names of globals (range, dict, ...) are repo
 def compile_template(source: str) -> jinja2.Template:
     """The compiled sandboxed template for ``source`` (compiled once per distinct source)."""
     return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=65536)
+def is_plain(source: str) -> bool:
+    """Whether ``source`` is made only of text and ``{{ name }}``: its render is as long as its
+    text and its values, and as quick (no loop, call, filter or operator)."""
+    return _simple_names(source) is not None
 
 
 def _simple_names(source: str) -> frozenset[str] | None:
@@ -238,16 +276,40 @@ def render_command(job: Job, params: Mapping[str, Any]) -> str:
             return ""
         return shlex.join([f"scripts/{job.script}", *appended_args(job.vars, params, frozenset())])
     template = compile_template(job.command)
-    outputs: list[Any] = []
+    outputs = _Outputs()
     token = _OUTPUTS.set(outputs)
     try:
-        text = template.render(params)
+        # A plain template's text is as long as its values: rendered whole, and measured after.
+        text = template.render(params) if is_plain(job.command) else _generate(template, params)
     except ParamError as exc:
         raise ParamError(f"job {job.name!r}: {exc}") from None
+    except MemoryError:
+        raise ParamError(f"job {job.name!r}: rendering the command ran out of memory") from None
     except Exception as exc:  # noqa: BLE001 - any failure of a user template is a bad request
         raise ParamError(f"job {job.name!r}: rendering the command failed: {exc}") from None
     finally:
         _OUTPUTS.reset(token)
+    command = _written_command(job, params, text, outputs)
+    if len(command) * 4 > MAX_COMMAND_BYTES:  # else short enough in any encoding
+        size = len(command.encode("utf-8", "surrogatepass"))
+        if size > MAX_COMMAND_BYTES:
+            raise ParamError(f"job {job.name!r}: {_too_long(size)}")
+    return command
+
+
+def _generate(template: jinja2.Template, params: Mapping[str, Any]) -> str:
+    """The template's text (outputs as slots), stopped as soon as it passes the size limit."""
+    parts, size = [], 0
+    for part in template.generate(params):
+        size += len(part)
+        if size > MAX_COMMAND_BYTES:
+            raise ParamError(_too_long(None))
+        parts.append(part)
+    return "".join(parts)
+
+
+def _written_command(job: Job, params: Mapping[str, Any], text: str, outputs: list) -> str:
+    """The rendered ``text`` with each output written for its place, and the unused vars."""
     args = appended_args(job.vars, params, referenced_vars(job.command))
     if not outputs and not args:
         return text
