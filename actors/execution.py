@@ -111,6 +111,8 @@ class Execution(PooledActor):
         self._truncated = False
         self._finished = False
         self._snapshot_wait: Optional[float] = None
+        self._events = len(record["events"])  # the events the record holds
+        self._dropped = 0  # events from clients and the job not kept (execution.max_events)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -213,7 +215,19 @@ class Execution(PooledActor):
 
     def add_event(self, name: str, cause: Optional[str], source: str) -> dict:
         """An event without signal semantics (a job's progress, an API note): the status while
-        the run is not finished, a note once it is (``ex.add_event``)."""
+        the run is not finished, a note once it is (``ex.add_event``). Once the record holds
+        ``execution.max_events`` events, it is counted and not kept: it costs no write (the count
+        is written as it reaches 1, 2, 4, 8, ... and exactly at the end), changes no status and
+        goes to no webhook. The system's events and signals are always kept."""
+        if self._events >= self.ctx.config.execution.max_events:
+            self._dropped += 1
+            if self._dropped & (self._dropped - 1) == 0:
+                dropped = self._dropped
+                self._queue_update(lambda r: _set(r, events_dropped=dropped), False, None)
+            if self._dropped == 1:
+                log.warning("%s/%s: holds %d events (execution.max_events): more from clients and the job "
+                            "are counted, not kept", self.name, self.ident, self._events)
+            return ex.make_event(name, cause, source)
         return self._event(name, cause, source=source)
 
     # -- notices (tell): an exception here kills the actor, and on_failure still finishes the run --
@@ -314,6 +328,7 @@ class Execution(PooledActor):
         (events a client sent: it reads them back at once) the caller waits for the commit; the
         run's own events (start, end) are queued and announced once committed."""
         event = ex.make_event(name, cause, source)
+        self._events += 1
         if wait:
             stored = self.ctx.store.update_execution(
                 self.name, self.ident, lambda r: ex.add_event(r, event, **changes), durable=durable)
@@ -355,6 +370,8 @@ class Execution(PooledActor):
         self._cleanup()  # before the final record: whoever sees it finished sees it gone
         changes = {"state": "finished", "ended_at": ex.now_iso(),
                    "exit_code": status.exit_code, "signal": status.signal}
+        if self._dropped:
+            changes["events_dropped"] = self._dropped
         if name == "time-out":
             # The time-out event was recorded when it fired; the run ends with it as its status.
             self._queue_update(lambda r: _end_timed_out(r, changes), True, None)
@@ -432,6 +449,11 @@ def remove_scratch(path: str) -> None:
         os.rmdir(path)  # the common case: the job left it empty
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _set(record: dict, **changes: Any) -> dict:
+    record.update(changes)
+    return record
 
 
 def _end_timed_out(record: dict, changes: dict) -> dict:

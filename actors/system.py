@@ -294,7 +294,9 @@ class System:
         """An event from a client: signals for stop/continue/terminate/kill, else a status (a note
         once the run is finished). System event names are refused (ParamError)."""
         self.job(name)
-        record = self.execution(name, ident)
+        record = self.store.get_summary(name, ident) if JOB_NAME_RE.match(name) else None
+        if record is None:  # its state is all an event needs of it: its events are not read
+            raise NotFound(f"job {name!r} has no execution {ident}")
         try:
             event = ex.check_new_event(event)
             cause = ex.check_cause(cause)
@@ -315,9 +317,10 @@ class System:
             except pykka.ActorDeadError:
                 pass  # it ended meanwhile: the event is a note on the finished record
         made = ex.make_event(event, cause, source)
-        stored = self.store.update_execution(name, ident, lambda r: ex.add_event(r, made))
+        limit = self.config.execution.max_events
+        stored = self.store.update_execution(name, ident, lambda r: ex.add_kept_event(r, made, limit))
         job = self.catalog.job(name)
-        if job is not None:
+        if job is not None and stored["events"][-1] == made:  # kept (not past execution.max_events)
             self.ctx.notify(job, ident, made, stored)
         return made
 

@@ -100,6 +100,15 @@ def add_event(record: dict, event: dict, **changes: Any) -> dict:
     return record
 
 
+def add_kept_event(record: dict, event: dict, max_events: int, **changes: Any) -> dict:
+    """``add_event`` for an event from a client or a job: once the record holds ``max_events``
+    events it is not kept, only counted (``events_dropped``), and changes nothing else."""
+    if len(record["events"]) >= max_events:
+        record["events_dropped"] = record.get("events_dropped", 0) + 1
+        return record
+    return add_event(record, event, **changes)
+
+
 def outcome(record: dict) -> Optional[str]:
     """The run's final status once it is finished (notes after the end do not change it), else None."""
     return record["status"] if record["state"] == "finished" else None

@@ -53,6 +53,7 @@ from .store_keys import (
     STDERR,
     STDOUT,
     STREAM_CODES,
+    decode_head,
     decode_record,
     decode_time,
     encode_time,
@@ -213,6 +214,16 @@ class Store:
             raw = txn.get(ekey, db=self._dbs["executions"])
             return None if raw is None else decode_record(raw)
 
+    def get_summary(self, job: str, ident: int) -> dict | None:
+        """``get_execution`` without the events, read no further than the record's head."""
+        try:
+            ekey = exec_key(job, ident)
+        except NotFound:
+            return None
+        with self._reading() as txn:
+            raw = txn.get(ekey, db=self._dbs["executions"])
+            return None if raw is None else decode_head(raw)
+
     def list_executions(self, job: str, limit: int = 20, before: int | None = None) -> list[dict]:
         """Newest first; with `before`, only ids smaller than it."""
         prefix = job_prefix(job)
@@ -229,6 +240,17 @@ class Store:
     def last_execution(self, job: str) -> dict | None:
         newest = self.list_executions(job, 1)
         return newest[0] if newest else None
+
+    def last_summary(self, job: str) -> dict | None:
+        """The newest execution of `job` without its events, read no further than its head (the
+        job list: a run with a thousand long events costs what a run with none does)."""
+        prefix = job_prefix(job)
+        with self._reading() as txn:
+            cur = txn.cursor(db=self._dbs["executions"])
+            found = cur.prev() if cur.set_range(prefix + END) else cur.last()
+            if found and cur.key()[: len(prefix)] == prefix:
+                return decode_head(cur.value())
+        return None
 
     def update_execution(self, job: str, ident: int, fn: Callable[[dict], dict | None],
                          durable: bool = True) -> dict:

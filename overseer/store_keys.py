@@ -4,7 +4,7 @@ Every integer in a key is 8 bytes big-endian, so keys sort numerically and the
 whole output of one execution is one cursor range (everything starting with its
 execution key)::
 
-    executions  job \\0 id                   -> record (compact JSON)
+    executions  job \\0 id                   -> record: HEAD \\n EVENTS (see encode_record)
     counters    job                         -> next id to hand out
     chunks      job \\0 id stream start      -> the bytes of `stream` from byte `start` on
     interleave  job \\0 id combined_start    -> stream + start of the chunk (one entry per chunk)
@@ -96,13 +96,63 @@ def schedule_key(job: str, entry_key: str) -> bytes:
     return raw
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_record(record: dict) -> bytes:
-    """Compact JSON: a top-level ``"state"`` is always written as ``"state":"<value>"``."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The record but its events as compact JSON, a newline, then its events as compact JSON.
+    Compact JSON holds no newline (one in a string is written ``\\n``), so the first newline ends
+    the head: a reader that wants no events (the job list) reads only that far (``decode_head``).
+    A top-level ``"state"`` is always written as ``"state":"<value>"``."""
+    events = record.get("events")
+    if events is None:
+        return _dumps(record).encode("utf-8")
+    head = record.copy()
+    del head["events"]
+    return b"%s\n%s" % (_dumps(head).encode("utf-8"), _dumps(events).encode("utf-8"))
+
+
+def encode_appended(record: dict, previous: bytes, kept: int) -> bytes:
+    """``encode_record(record)`` for a record whose first ``kept`` events are those encoded in
+    ``previous`` (its bytes before an update that only appended events): those are not encoded
+    again (a run with a thousand long events would re-encode megabytes for each new one)."""
+    cut = previous.find(b"\n")
+    events = record.get("events")
+    if cut < 0 or not isinstance(events, list):
+        return encode_record(record)
+    head = record.copy()
+    del head["events"]
+    old = memoryview(previous)[cut + 1:]
+    if kept == 0:
+        return b"%s\n%s" % (_dumps(head).encode("utf-8"), _dumps(events).encode("utf-8"))
+    if len(events) == kept:
+        return b"".join((_dumps(head).encode("utf-8"), b"\n", old))
+    more = _dumps(events[kept:]).encode("utf-8")
+    return b"".join((_dumps(head).encode("utf-8"), b"\n", old[:-1], b",", memoryview(more)[1:]))
 
 
 def decode_record(raw: Any) -> dict:
-    return json.loads(bytes(raw))
+    data = bytes(raw)
+    cut = data.find(b"\n")
+    if cut < 0:  # written whole (before records kept their events apart), or with none
+        return json.loads(data)
+    record = json.loads(data[:cut])
+    record["events"] = json.loads(data[cut + 1:])
+    return record
+
+
+def decode_head(raw: Any) -> dict:
+    """The record without its events, reading no further than its head."""
+    view = memoryview(raw)
+    start, step = 0, 4096
+    while start < len(view):
+        cut = bytes(view[start:start + step]).find(b"\n")
+        if cut >= 0:
+            return json.loads(bytes(view[:start + cut]))
+        start, step = start + step, step * 4
+    record = json.loads(bytes(view))  # written whole: decoded whole
+    record.pop("events", None)
+    return record
 
 
 def state_marker(state: str) -> bytes:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from .exceptions import NotFound
-from .store_keys import decode_record, encode_record, from_u64, state_marker, u64
+from .store_keys import decode_record, encode_appended, encode_record, from_u64, state_marker, u64
 from .store_output import delete_prefix
 from .store_writer import Batch, Rejected
 
@@ -93,18 +93,30 @@ class RecordOps:
             known = self._decoded.get(ekey)
             # The record as this store last wrote it, if those are still its bytes (a run's start
             # and end update the record just written): no JSON decode. A copy: fn changes it.
-            record = copy_record(known[1]) if known is not None and known[0] == raw else decode_record(raw)
+            known = known[1] if known is not None and known[0] == raw else None
+            record = copy_record(known) if known is not None else decode_record(raw)
             new = fn(record)
             if new is None:
                 new = record
             new["job"], new["id"] = job, ident
-            data = encode_record(new)
+            data = encode_record(new) if known is None else self._encode_known(new, known, raw)
         except BaseException as exc:
             raise Rejected(exc) from exc
         batch.txn.put(ekey, data, db=self._dbs["executions"])
         batch.records.add(ekey)
         self._remember(ekey, data, new)
         return new
+
+    @staticmethod
+    def _encode_known(new: dict, known: dict, raw: bytes) -> bytes:
+        """``new``, made from ``known`` (the decoded ``raw``): when its events are ``known``'s with
+        more appended (events are only appended), those encoded in ``raw`` are kept as they are."""
+        before, after = known.get("events"), new.get("events")
+        kept = len(before) if isinstance(before, list) else -1
+        if kept >= 0 and isinstance(after, list) and len(after) >= kept and (
+                kept == 0 or after[kept - 1] is before[kept - 1]):
+            return encode_appended(new, raw, kept)
+        return encode_record(new)
 
     def _remember(self, ekey: bytes, data: bytes, record: dict) -> None:
         """Keep the decoded form of bytes just written (ops run one at a time: no lock)."""
