@@ -337,7 +337,10 @@ class Execution(PooledActor):
             self._queue_update(lambda r: ex.add_event(r, event, **changes), durable, event)
         return event
 
-    def _queue_update(self, fn: Callable[[dict], Any], durable: bool, event: Optional[dict]) -> None:
+    def _queue_update(self, fn: Callable[[dict], Any], durable: bool, event: Optional[dict],
+                      final: bool = False) -> None:
+        """Queue ``fn`` to the record; once committed, tell ``event`` to the webhooks. ``final``: the
+        run's end, which tells the output the store lost (``_tell_lost``) before ``event``."""
         future = self.ctx.store.update_execution_async(self.name, self.ident, fn, durable=durable)
         name, ident, job, ctx = self.name, self.ident, self.job, self.ctx
 
@@ -346,8 +349,16 @@ class Execution(PooledActor):
             if error is not None:
                 log.error("%s/%s: cannot store event %s: %s", name, ident,
                           event["name"] if event else "end", error)
-            elif event is not None:
-                ctx.notify(job, ident, event, f.result())
+                return
+            record = f.result()
+            if final and "output_lost" in record:
+                ctx.store.forget_lost(name, ident)
+                lost = [e for e in record["events"] if e["name"] == "output-lost"]
+                if lost:
+                    log.warning("%s/%s: %s", name, ident, lost[-1]["cause"])
+                    ctx.notify(job, ident, lost[-1], record)
+            if event is not None:
+                ctx.notify(job, ident, event, record)
 
         future.add_done_callback(committed)
 
@@ -372,11 +383,16 @@ class Execution(PooledActor):
                    "exit_code": status.exit_code, "signal": status.signal}
         if self._dropped:
             changes["events_dropped"] = self._dropped
+        store, job, ident = self.ctx.store, self.name, self.ident
         if name == "time-out":
             # The time-out event was recorded when it fired; the run ends with it as its status.
-            self._queue_update(lambda r: _end_timed_out(r, changes), True, None)
+            self._queue_update(lambda r: _end_timed_out(_tell_lost(store, job, ident, r), changes), True,
+                               None, final=True)
         else:
-            self._event(name, cause, durable=True, wait=False, **changes)
+            end = ex.make_event(name, cause, "system")
+            self._events += 1
+            self._queue_update(lambda r: ex.add_event(_tell_lost(store, job, ident, r, end["time"]), end,
+                                                      **changes), True, end, final=True)
         log.info("%s/%s: %s (exit code %s, signal %s)", self.name, self.ident, name,
                  status.exit_code, status.signal)
         self.ctx.run_finished(self.name, self.ident)
@@ -449,6 +465,20 @@ def remove_scratch(path: str) -> None:
         os.rmdir(path)  # the common case: the job left it empty
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _tell_lost(store: Any, job: str, ident: int, record: dict, when: Optional[str] = None) -> dict:
+    """At the run's end, on the Store's writer thread (after the run's last output append): the
+    output the store could not write, as the event ``output-lost`` and ``output_lost``."""
+    lost = store.output_lost(job, ident)
+    if lost is None:
+        return record
+    streams = [f"{lost[s]} bytes of {s}" for s in ("stdout", "stderr") if lost[s]]
+    event = ex.make_event("output-lost", f"{' and '.join(streams)} not stored: {lost['cause']}", "system")
+    if when is not None:
+        event["time"] = when  # with the end it precedes
+    record["output_lost"] = {"stdout": lost["stdout"], "stderr": lost["stderr"]}
+    return ex.add_event(record, event)
 
 
 def _set(record: dict, **changes: Any) -> dict:

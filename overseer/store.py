@@ -301,6 +301,17 @@ class Store:
             raise ValueError("output is appended to stdout or stderr, not to the interleaved output")
         self._writer.append(exec_key(job, ident), code, bytes(data))
 
+    def output_lost(self, job: str, ident: int) -> dict | None:
+        """The output of the execution the store could not write (a full disk) since this store
+        opened: ``{"stdout": N, "stderr": M, "cause": WHY}``, or None when none was lost. Exact when
+        read inside an ``update_execution`` function queued after the execution's last append."""
+        entry = self._writer.lost.get(exec_key(job, ident))
+        return None if entry is None else {"stdout": entry[0], "stderr": entry[1], "cause": entry[2]}
+
+    def forget_lost(self, job: str, ident: int) -> None:
+        """The execution's end told its lost output: the count is no longer kept."""
+        self._writer.lost.pop(exec_key(job, ident), None)
+
     def output_size(self, job: str, ident: int, stream: str) -> int:
         code, ekey = stream_code(stream), exec_key(job, ident)
         chunks = self._dbs["chunks"]

@@ -10,10 +10,16 @@ into the next batch (group commit).  An op is ``fn(batch, *args)``; it raises
 the others in the batch commit), any other exception makes the batch replay
 without that op, and ``MapFullError`` makes the map double and the batch
 replay.  Nothing an op raises stops the writer.
+
+Output that cannot be written (the disk is full: the commit fails) is dropped
+so that the records of the batch can still commit: the batch replays without
+its appends, and what each execution lost is counted (``lost``) for its end to
+tell (``output-lost``).
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,7 +33,7 @@ from typing import Any, Callable
 import lmdb
 
 from .exceptions import NotFound, StoreError
-from .store_keys import describe
+from .store_keys import STDOUT, describe
 from .store_output import OutputBatch
 
 log = logging.getLogger(__name__)
@@ -195,6 +201,9 @@ class Writer:
         self._pending_bytes = 0
         self.closed = False
         self._cache: OrderedDict = OrderedDict()
+        # Output not stored, by execution key: [stdout bytes, stderr bytes, why]; changed only by
+        # whoever commits (one at a time), read by the update ops of those executions' ends.
+        self.lost: dict[bytes, list] = {}
         self._dirty = False
         self._last_sync = time.monotonic()
         self.stats = {"batches": 0, "ops": 0, "syncs": 0, "map_growths": 0}
@@ -290,7 +299,10 @@ class Writer:
                 try:
                     self._process(batch)
                 except BaseException as exc:  # the writer must outlive any batch
-                    log.exception("store %s: a batch of %d ops failed", self._name, len(batch))
+                    if isinstance(exc, lmdb.Error):  # the disk's fault (full, failing), not a bug
+                        log.error("store %s: a batch of %d ops failed: %s", self._name, len(batch), exc)
+                    else:
+                        log.exception("store %s: a batch of %d ops failed", self._name, len(batch))
                     for op in batch:
                         if op[2] is not None and not op[2].done():
                             op[2].set_exception(StoreError(f"store write failed: {exc!r}"))
@@ -308,6 +320,13 @@ class Writer:
                     self._grow()
                 except _OpFailed as failed:
                     self._fail(pending.pop(failed.index), failed.error)
+                except lmdb.Error as exc:  # the commit failed: a full disk, an I/O error
+                    appends = [op for op in pending if op[0] is APPEND]
+                    if not appends:
+                        raise
+                    for op in appends:  # the records of the batch may fit where the output did not
+                        self._lose(op, exc)
+                    pending = [op for op in pending if op[0] is not APPEND]
             self.stats["batches"] += 1
             self.stats["ops"] += len(pending)
             self._dirty = True
@@ -364,8 +383,24 @@ class Writer:
     def _fail(self, op: tuple, error: BaseException) -> None:
         if op[2] is not None:
             op[2].set_exception(error)
+        elif isinstance(error, lmdb.Error):
+            self._lose(op, error)
         else:
             log.warning("store %s: dropped an output append: %s", self._name, error)
+
+    def _lose(self, op: tuple, error: BaseException) -> None:
+        """An output append that could not be written: counted for its execution."""
+        ekey, code, data = op[1]
+        entry = self.lost.get(ekey)
+        if entry is None:
+            try:
+                disk = os.statvfs(self._name)
+                free = f" ({disk.f_bavail * disk.f_frsize} bytes free on its file system)"
+            except OSError:
+                free = ""
+            entry = self.lost[ekey] = [0, 0, f"the store could not write it: {error}{free}"]
+            log.warning("store %s: output of %s is not stored: %s", self._name, describe(ekey), error)
+        entry[0 if code == STDOUT else 1] += len(data)
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"]
