@@ -198,17 +198,20 @@ class RenderPool:
 
     def _give(self, worker: _Worker, keep: bool) -> None:
         replacement = None
+        with self._cond:
+            current = worker in self._all  # not ended by close() meanwhile
         if not keep:
             worker.close()
             with self._cond:
                 self._all.discard(worker)
-            try:
-                replacement = self._start()  # ready for the next render, which need not wait for it
-            except OSError as e:
-                log.error("cannot start a render process: %s", e)
+            if current:
+                try:
+                    replacement = self._start()  # ready for the next render, which need not wait
+                except OSError as e:
+                    log.error("cannot start a render process: %s", e)
         with self._cond:
             self._busy -= 1
-            if keep:
+            if keep and current:
                 self._idle.append(worker)
             elif replacement is not None:
                 self._idle.append(replacement)
