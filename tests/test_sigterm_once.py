@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from overseer.store import Store
+
 from .conftest import wait_finished, wait_for
 from .test_faults_tree import tree  # noqa: F401 - the fixture: cgroup and process-group paths
 
@@ -74,3 +76,15 @@ def test_a_time_out_sends_one_sigterm(tree):  # noqa: F811
         done = wait_finished(s, "count", ident, timeout=60)
         assert done["status"] == "time-out"
         assert _terms(s, ident) == 1, s.store.read_output("count", ident, "stdout")
+
+
+def test_a_graceful_stop_sends_one_sigterm(tree):  # noqa: F811
+    s = tree({"count.yml": {"command": counter(0.5)}})
+    s.trigger("count", {})
+    _ready(s, 1)
+    s.stop()
+    with Store(s.config.data_path / "store") as store:
+        done = store.get_execution("count", 1)
+        assert done["state"] == "finished" and done["exit_code"] == 0, done
+        out = store.read_output("count", 1, "stdout")
+        assert out.count(b"TERM") == 1, out
