@@ -32,6 +32,7 @@ from overseer.jobs import JOB_NAME_RE
 
 from . import errors
 from .errors import HttpError
+from .recent import next_link, parse_query
 from .request import Request, Response, body_values, error_response, host_is_loopback, json_response
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ ROUTES: list[tuple[tuple[Optional[str], ...], dict[str, str]]] = [
     (("health",), {"GET": "health"}),
     (("openapi.json",), {"GET": "openapi"}),
     (("jobs",), {"GET": "list_jobs"}),
+    (("executions",), {"GET": "list_executions"}),
     (("jobs", None), {"GET": "get_job", "POST": "trigger", "PUT": "activate", "DELETE": "deactivate"}),
     (("jobs", None, None), {"GET": "get_execution", "POST": "repeat", "PUT": "create_event"}),
     (("jobs", None, None, None), {"GET": "get_output_or_event"}),
@@ -174,6 +176,11 @@ class Api:
                          "url": f"{base}/jobs/{quote(job.name)}",
                          "last_execution": ex.public(last[0], base) if last else None})
         return json_response(200, {"jobs": jobs})
+
+    def list_executions(self, req: Request) -> Response:
+        records, before = self.system.store.recent_executions(parse_query(req))
+        return json_response(200, {"executions": [ex.public(r, self.base_url) for r in records],
+                                   "next": next_link(self.base_url, req, before)})
 
     def get_job(self, req: Request, name: str) -> Response:
         job = self.system.job(name)
