@@ -24,10 +24,11 @@ setup(
     author_email="overseer@schlueter.blue",
     license="AGPL-3.0-or-later",
     python_requires=">=3.9",
-    packages=["overseer", "overseer.http", "overseer.actors", *DATA_DIRS],
+    packages=["overseer", "overseer.http", "overseer.ui", "overseer.actors", *DATA_DIRS],
     package_dir={"overseer.actors": "actors"},
     ext_modules=[SPAWN] if sys.platform.startswith("linux") else [],
-    package_data={"overseer.http": ["openapi.json"], **{d: ["*"] for d in DATA_DIRS}},
+    package_data={"overseer.http": ["openapi.json"], "overseer.ui": ["templates/*.html", "static/*", "static/vendor/*"],
+                  **{d: ["*"] for d in DATA_DIRS}},
     include_package_data=False,
     install_requires=[
         "Pykka>=4.0,<5",
@@ -39,7 +40,7 @@ setup(
         "lmdb>=1.4,<4",
         "requests>=2.31,<3",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "schemathesis>=4.0,<5"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "schemathesis>=4.0,<5", "playwright>=1.40"]},
     entry_points={"console_scripts": ["overseer=overseer.cli:main"]},
     classifiers=[
         "Development Status :: 3 - Alpha",

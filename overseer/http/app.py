@@ -98,6 +98,9 @@ class Api:
         self._follows = 0
         self._follow_lock = threading.Lock()
         self._openapi = OPENAPI.read_bytes()
+        from overseer.ui import WebUi  # here: the UI's pages use this module
+
+        self.ui = WebUi(self)
 
     @property
     def open_follows(self) -> int:
@@ -115,7 +118,9 @@ class Api:
                 log.exception("%s %s failed", req.method, req.path)
                 err = HttpError(500, "internal server error (the server log has the details)")
             resp = error_response(err)
-        headers = [*resp.headers, ("Cache-Control", "no-store"), ("Server", "overseer")]
+        cached = any(name == "Cache-Control" for name, _ in resp.headers)  # the UI's static files
+        no_store = () if cached else (("Cache-Control", "no-store"),)
+        headers = [*resp.headers, *no_store, ("Server", "overseer")]
         start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
         query = environ.get("QUERY_STRING")
         access_log.info("%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
@@ -132,6 +137,8 @@ class Api:
             if host is not None and not host_is_loopback(host):
                 raise errors.forbidden_host(host)
         segments = req.segments()
+        if self.ui.claims(req.path):
+            return self.ui.handle(req)  # the web UI: its pages, its session check (overseer/ui)
         if self.tokens and segments != ["health"]:
             self._check_token(req)
         if segments is None:
