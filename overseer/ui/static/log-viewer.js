@@ -11,7 +11,7 @@
 //   text: nothing of the log is parsed as HTML.
 // - Search covers the whole log (time-sliced, so the page never freezes); `#L<n>` links to a line.
 
-const WINDOW = 50 * 1024 * 1024; // bytes per request at most
+const WINDOW = globalThis.OVERSEER_LOG_WINDOW || 50 * 1024 * 1024; // bytes per request at most
 const SPACER_MAX = 8_000_000; // px: browsers stop growing an element somewhere past 17 M px
 const CHECKPOINT = 256; // lines between two remembered ANSI states
 const LINE_SHOWN = 20_000; // characters of one line drawn at most (search sees them all)
@@ -195,9 +195,10 @@ export class LogData {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      this.bytes += value.byteLength;
-      read += value.byteLength;
-      this._append(this.decoder.decode(value, { stream: true }));
+      const piece = read + value.byteLength > WINDOW ? value.subarray(0, WINDOW - read) : value;
+      this.bytes += piece.byteLength; // the next window starts at exactly this byte
+      read += piece.byteLength;
+      this._append(this.decoder.decode(piece, { stream: true }));
       this.onGrow();
       if (read >= WINDOW) { reader.cancel().catch(() => {}); break; }
     }
