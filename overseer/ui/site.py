@@ -174,7 +174,7 @@ class WebUi:
             return error_response(err)  # JSON, as the API answers: scripts read it
         if page.htmx:
             return page.render("_alert.html", err.status, err.headers, message=err.message)
-        return page.render("error.html", err.status, err.headers, status=err.status,
+        return page.render("error.html", err.status, err.headers, code=err.status,
                            phrase=HTTPStatus(err.status).phrase, message=err.message)
 
 
