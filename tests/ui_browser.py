@@ -23,8 +23,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 CSRF_RE = re.compile(r'<meta name="csrf-token" content="([0-9a-f]+)">')
-# answers a test provokes on purpose (a refused value, a full stream cap), which Chromium logs
-EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of (400|401|403|409|503)")
+# what a test provokes on purpose, which Chromium logs: a refused value, a full stream cap, a page
+# of the UI that a hostile page tried to frame
+EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of (400|401|403|409|503)|"
+                      r"violates the following Content Security Policy directive: \"frame-ancestors 'none'\"")
 
 
 def chromium() -> str:
