@@ -10,8 +10,10 @@ Messages (``data:`` is JSON):
   and whenever one of them changes; the log viewer reads new bytes with ``?offset=``.
 - ``end``: the run is finished and everything is sent; the stream ends.
 
-Updates are sent at most every ``MIN_GAP`` seconds (a burst of output is one message); a
-comment every ``HEARTBEAT`` seconds keeps proxies from closing a quiet stream. A stream holds
+Updates are sent at most every ``MIN_GAP`` seconds (a burst of output is one message), and less
+often when many streams are open, so that all of them together send at most about
+``UPDATES_PER_SECOND`` (with 100 open tabs on running jobs, each gets one a second); a comment
+every ``HEARTBEAT`` seconds keeps proxies from closing a quiet stream. A stream holds
 one HTTP worker thread and one of the ``server.max_follows`` slots, like ``?follow=true``;
 it ends when the client goes away (within about a second), when the run is finished, or
 when the server stops.
@@ -29,7 +31,8 @@ from overseer import executions as ex
 log = logging.getLogger(__name__)
 
 RETRY_MS = 3000  # how long a browser waits before it reconnects a broken stream
-MIN_GAP = 0.2  # seconds between two updates
+MIN_GAP = 0.2  # seconds between two updates of one stream, at least
+UPDATES_PER_SECOND = 100  # of all streams together, about
 RECHECK = 1.0  # seconds between two reads of the record while nothing is written
 HEARTBEAT = 15.0  # seconds of silence before a keep-alive comment
 
@@ -78,7 +81,8 @@ def execution_updates(api: Any, job: str, ident: int, seen_events: int,
             now = time.monotonic()
             if wrote:
                 silent_since = now
-                api.closing.wait(MIN_GAP)  # what comes meanwhile goes out in the next message
+                # what comes meanwhile goes out in the next message
+                api.closing.wait(max(MIN_GAP, api.open_follows / UPDATES_PER_SECOND))
             elif now - silent_since >= HEARTBEAT:
                 yield b": keep-alive\n\n"
                 silent_since = now
