@@ -384,9 +384,9 @@ export class LogViewer {
       tab.tabIndex = on ? 0 : -1;
     }
     this.download.href = `${this.base}/${stream}?download=1`;
-    if (this.search) this.search = new Search(this.search.query);
     this.invalidate();
     this._maybeLoad();
+    if (this.search) this.find(this.search.query, 1, true); // the same search in this stream
   }
 
   /** New sizes of the streams (from the page's live updates). */
@@ -637,7 +637,11 @@ export class LogViewer {
       this.invalidate();
       return;
     }
-    if (!this.search || this.search.query !== query) { this.search = new Search(query); fresh = true; }
+    if (!this.search || this.search.query !== query || this.search.data !== this.data) {
+      this.search = new Search(query); // the hits are those of one stream
+      this.search.data = this.data;
+      fresh = true;
+    }
     const search = this.search;
     const from = fresh || search.currentLine < 0 ? this._topLine() - (step > 0 ? 1 : 0) : search.currentLine;
     const line = await this._hitFrom(search, from, step);

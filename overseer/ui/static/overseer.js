@@ -22,7 +22,7 @@ export function duration(seconds) {
   if (seconds < 60) return `${Math.round(seconds)} s`;
   let minutes = Math.floor(seconds / 60);
   const secs = Math.floor(seconds % 60);
-  if (minutes < 60) return `${minutes} min ${String(secs).padStart(2, "0")} s`;
+  if (minutes < 60) return secs ? `${minutes} min ${String(secs).padStart(2, "0")} s` : `${minutes} min`;
   const hours = Math.floor(minutes / 60);
   minutes %= 60;
   if (hours < 48) return `${hours} h ${String(minutes).padStart(2, "0")} min`;
