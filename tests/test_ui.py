@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .conftest import wait_finished
+from .conftest import wait_finished, wait_for
 from .ui_browser import _browser, _page, _ui  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.browser
@@ -41,11 +41,17 @@ JOBS = {
     "ticker.yml": {"command": "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"},
     "ansi.yml": {"command": ANSI},
     "team/backup.yaml": {"command": "echo backup >&2; exit 3", "description": "fails on purpose"},
+    "long.yml": {"command": "printf 'word %.0s' $(seq 1 300); echo; echo short"},
 }
 
 
 def rows(page) -> list[str]:
     return page.locator(".jobs-table tbody .job-name").all_inner_texts()
+
+
+def row_height(page, line: int) -> float:
+    return page.locator(".log-row", has=page.locator(".log-num", has_text=re.compile(f"^{line}$"))).evaluate(
+        "el => el.getBoundingClientRect().height")
 
 
 def test_the_jobs_page_lists_every_job_and_the_filter_narrows_it(ui, page):
@@ -54,8 +60,8 @@ def test_the_jobs_page_lists_every_job_and_the_filter_narrows_it(ui, page):
     a.finished("team.backup", 1)
     page.goto(a.base + "/")
     expect(page).to_have_url(a.base + "/ui/")
-    expect(page.locator(".jobs-table tbody tr")).to_have_count(6)
-    assert rows(page) == ["ansi", "greet", "report", "team.backup", "ticker", "typed"]
+    expect(page.locator(".jobs-table tbody tr")).to_have_count(7)
+    assert rows(page) == ["ansi", "greet", "long", "report", "team.backup", "ticker", "typed"]
     backup = page.locator("tr", has=page.get_by_role("link", name="team.backup", exact=True))
     expect(backup.locator(".badge")).to_have_text("fail")
     expect(backup).to_contain_text("fails on purpose")
@@ -69,7 +75,7 @@ def test_the_jobs_page_lists_every_job_and_the_filter_narrows_it(ui, page):
     page.get_by_label("Filter").fill("zzz")
     expect(page.locator(".empty")).to_contain_text("No job matches “zzz”")
     page.get_by_label("Filter").fill("")
-    expect(page.locator(".jobs-table tbody tr")).to_have_count(6)
+    expect(page.locator(".jobs-table tbody tr")).to_have_count(7)
 
 
 def test_a_run_from_the_form_with_typed_values_lands_on_its_live_log(ui, page, tmp_path):
@@ -254,3 +260,40 @@ def test_the_log_tabs_search_permalinks_and_download(ui, page):
     search.fill("nothing like it")
     search.press("Enter")
     expect(page.locator("#log-matches")).to_have_text("no match")
+
+
+def test_wrap_toggles_long_lines(ui, page):
+    a = ui(JOBS)
+    run = a.post("/jobs/long").json()
+    a.finished("long", run["id"])
+    page.goto(f"{a.base}/ui/jobs/long/{run['id']}")
+    expect(page.get_by_role("log").locator(".log-text").last).to_have_text("short")
+    one_line = row_height(page, 2)
+    assert row_height(page, 1) == one_line  # not wrapped: one line, scrolled sideways
+    wrap = page.get_by_role("button", name="Wrap")
+    wrap.click()
+    expect(wrap).to_have_attribute("aria-pressed", "true")
+    expect(page.locator(".logview.wrap")).to_have_count(1)
+    assert row_height(page, 1) > 3 * one_line and row_height(page, 2) == one_line
+    wrap.click()
+    expect(wrap).to_have_attribute("aria-pressed", "false")
+    assert row_height(page, 1) == one_line
+
+
+def test_one_stream_per_tab_given_back_while_the_tab_is_hidden(ui, page):
+    a = ui(JOBS)
+    run = a.post("/jobs/ticker").json()
+    page.goto(f"{a.base}/ui/jobs/ticker/{run['id']}")
+    expect(page.get_by_role("log")).to_contain_text("tick 2")
+    wait_for(lambda: a.server.app.open_follows == 1, what="the page's one stream")
+    hide = """hidden => { Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});
+                         document.dispatchEvent(new Event('visibilitychange')); }"""
+    page.evaluate(hide, True)
+    wait_for(lambda: a.server.app.open_follows == 0, what="the hidden tab to give its stream back")
+    assert a.put("/jobs/ticker/1", json={"event": "while-hidden"}).status_code == 202
+    page.evaluate(hide, False)  # shown again: it resumes after the last event it had
+    expect(page.locator("#timeline .tl-name")).to_have_text(["queued", "start", "while-hidden"])
+    wait_for(lambda: a.server.app.open_follows == 1, what="the stream to be open again")
+    ticks = page.get_by_role("log").locator(".log-text", has_text=re.compile(r"^tick \d+$"))
+    before = int(ticks.last.inner_text().split()[-1])
+    expect(ticks.last).not_to_have_text(f"tick {before}")  # and the log goes on
