@@ -172,11 +172,17 @@ export class LogData {
   get count() { return this.lines.length + (this.partial !== "" ? 1 : 0); }
   get more() { return this.known > this.bytes; }
   line(i) { return i < this.lines.length ? this.lines[i] : this.partial; }
-  setKnown(size) { if (size > this.known) this.known = size; }
+  setKnown(size) {
+    if (size > this.known) { this.known = size; this.error = null; } // news from the server: try again
+  }
 
   /** Read from where the last read ended, up to WINDOW bytes (one request at a time). */
   load() {
-    if (!this.loading) this.loading = this._load().finally(() => { this.loading = null; });
+    if (!this.loading) {
+      this.loading = this._load()
+        .catch((err) => { this.error = String(err.message || err); this.onGrow(); })
+        .finally(() => { this.loading = null; });
+    }
     return this.loading;
   }
 
