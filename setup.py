@@ -40,7 +40,8 @@ setup(
         "lmdb>=1.4,<4",
         "requests>=2.31,<3",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "schemathesis>=4.0,<5", "playwright>=1.40"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "schemathesis>=4.0,<5",
+                             "playwright>=1.40"]},
     entry_points={"console_scripts": ["overseer=overseer.cli:main"]},
     classifiers=[
         "Development Status :: 3 - Alpha",

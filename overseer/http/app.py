@@ -30,9 +30,8 @@ from overseer import executions as ex
 from overseer.exceptions import NotFound
 from overseer.jobs import JOB_NAME_RE
 
-from . import errors
+from . import errors, recent
 from .errors import HttpError
-from .recent import next_link, parse_query
 from .request import Request, Response, body_values, error_response, host_is_loopback, json_response
 
 log = logging.getLogger(__name__)
@@ -185,9 +184,9 @@ class Api:
         return json_response(200, {"jobs": jobs})
 
     def list_executions(self, req: Request) -> Response:
-        records, before = self.system.store.recent_executions(parse_query(req))
+        records, before = self.system.store.recent_executions(recent.parse_query(req))
         return json_response(200, {"executions": [ex.public(r, self.base_url) for r in records],
-                                   "next": next_link(self.base_url, req, before)})
+                                   "next": recent.next_link(self.base_url, req, before)})
 
     def get_job(self, req: Request, name: str) -> Response:
         job = self.system.job(name)
