@@ -156,7 +156,8 @@ def test_get_executions(served):
     assert a.get("/executions?before=2000-01-01T00:00:00Z").json() == {"executions": [], "next": None}
 
 
-BAD = [("job=no%20such", "job"), ("job=a,-b", "job"), ("status=stdout", "status"), ("status=a%20b", "status"),
+BAD = [("job=no%20such", "job"), ("job=a,-b", "job"), ("status=a%20b", "status"),
+       ("status=" + "x" * 65, "status"),
        ("trigger=API", "trigger"), ("state=done", "state"), ("limit=0", "limit"), ("limit=1001", "limit"),
        ("before=yesterday", "before"), ("before=2026-13-01", "before")]
 
@@ -167,3 +168,9 @@ def test_get_executions_refuses_bad_filters_by_name(served):
         r = a.get(f"/executions?{query}")
         assert r.status_code == 400, (query, r.text)
         assert error_of(r).startswith(name), query
+    # what the description's patterns allow is taken: a status no run can have, times at the
+    # calendar's ends, a leap second
+    for query in ("status=stdout", "before=0001-01-01T00:00:00%2B14:00",
+                  "before=9999-12-31T23:59:59-12:00", "before=2026-06-30T23:59:60Z", "job=",
+                  "state=queued,finished"):
+        assert a.get(f"/executions?{query}").status_code == 200, query

@@ -69,7 +69,7 @@ def test_what_is_wrong_is_a_page_that_says_so(ui, caplog):
     cases = [("/ui/jobs/nope", 404, "no job named 'nope'"), ("/ui/jobs/hello/99", 404, "has no execution 99"),
              ("/ui/jobs/hello/abc", 404, "has no execution 'abc'"), ("/ui/nothing/here", 404, "no page at"),
              ("/ui/jobs/hello?before=x", 400, "before must be an integer"),
-             ("/ui/runs?status=stdout", 400, "status: 'stdout' is not an event name"),
+             ("/ui/runs?status=a%20b", 400, "status: 'a b' is not an event name"),
              ("/ui/?page=0", 400, "page must be an integer"), ("/ui/jobs/hello/1/nope", 404, "no page at")]
     for path, status, message in cases:
         r = a.get(path)
