@@ -249,3 +249,34 @@ def test_the_output_under_the_ui_is_the_apis_output(ui):
     saved = a.get("/ui/jobs/hello/1/stdout?download=1")
     assert saved.headers["Content-Disposition"] == 'attachment; filename="hello-1-stdout.log"'
     assert a.get("/ui/jobs/hello/1/stdout?offset=-1").status_code == 400
+
+
+def test_hostile_requests_to_the_ui_are_never_a_500(ui, caplog):
+    a = ui(JOBS)
+    a.post("/jobs/hello")
+    wait_finished(a.system, "hello", 1)
+    token = a.csrf()
+    junk = ["%00", "%ff%fe", "a" * 300, "..", "%2e%2e", "hello%2F1", "<script>", "hello/1%00", "💥"]
+    paths = ["/ui/", "/ui/runs", "/ui/repo", "/ui/login", "/ui/jobs/hello", "/ui/jobs/hello/1"]
+    queries = ["?q=%ff", "?q=" + "x" * 5000, "?page=-1", "?page=99999999999999999999", "?before=%00",
+               "?job=%ff&status=%00", "?before=2026-02-30T00:00:00Z", "?limit=1e9", "?next=//evil",
+               "?q=a&q=b", "?last_event_id=-1", "?download=maybe", "?offset=x"]
+    answers = []
+    for path in paths + [f"/ui/jobs/{j}" for j in junk] + [f"/ui/jobs/hello/{j}" for j in junk] \
+            + [f"/ui/jobs/hello/1/{j}" for j in junk] + [f"/ui/static/{j}" for j in junk]:
+        for query in ("", *queries):
+            answers.append((path + query, a.get(path + query).status_code))
+    bodies = [b"", b"[1, 2]", b'{"_csrf": 1}', b"\xff\xfe", b"var:who=%ff&_csrf=" + token.encode(),
+              b"_csrf=" + token.encode() + b"&_csrf=" + token.encode(), b"x" * 2_000_000]
+    for path in ("/ui/jobs/hello", "/ui/jobs/hello/active", "/ui/jobs/hello/1/event",
+                 "/ui/jobs/hello/1/repeat", "/ui/repo/sync", "/ui/login", "/ui/logout", "/ui/jobs/nope",
+                 "/ui/jobs/hello/abc/event"):
+        for body in bodies:
+            for kind in ("application/x-www-form-urlencoded", "application/json", "text/plain"):
+                r = a.post(path, data=body, headers={"Content-Type": kind, "X-CSRF-Token": token},
+                           allow_redirects=False)
+                answers.append((f"POST {path} {kind} {body[:20]!r}", r.status_code))
+    bad = [(what, code) for what, code in answers if code >= 500]
+    assert not bad, bad[:10]
+    assert {code for _, code in answers} <= {200, 303, 400, 403, 404, 405, 409, 413, 415}
+    no_errors_logged(caplog)
