@@ -66,6 +66,7 @@ from .store_keys import (
     u64,
 )
 from .store_output import read_interleaved, read_stream, stream_size
+from .store_recent import RecentQuery, recent
 from .store_records import RecordOps
 from .store_watch import Watches
 from .store_writer import DURABLE, DURABLE_SOON, Batch, Promise, RWLock, Writer
@@ -236,6 +237,12 @@ class Store:
                 out.append(decode_record(cur.value()))
                 found = cur.prev()
         return out
+
+    def recent_executions(self, query: RecentQuery) -> tuple[list[dict], str | None]:
+        """Executions of every job (or of ``query.jobs``), newest first, and the ``before`` of the
+        next page (None at the end): ``store_recent``."""
+        with self._reading() as txn:
+            return recent(txn, self._dbs["executions"], query)
 
     def last_execution(self, job: str) -> dict | None:
         newest = self.list_executions(job, 1)

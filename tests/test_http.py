@@ -125,7 +125,7 @@ def test_health_jobs_and_job(api):
 
 def test_unknown_paths_and_methods(api):
     a = api()
-    for path in ("/", "/nope", "/jobs/hello/1/stdout/more", "/repo/nope", "/jobs/nope", "/jobs/nope/1"):
+    for path in ("/nope", "/jobs/hello/1/stdout/more", "/repo/nope", "/jobs/nope", "/jobs/nope/1"):
         r = a.get(path)
         assert r.status_code == 404, path
         error_of(r)

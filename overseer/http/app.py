@@ -33,7 +33,7 @@ from overseer.exceptions import NotFound
 from overseer.job_fields import redact_hooks
 from overseer.jobs import JOB_NAME_RE
 
-from . import errors
+from . import errors, recent
 from .errors import HttpError
 from .request import (
     Request,
@@ -63,6 +63,7 @@ ROUTES: list[tuple[tuple[Optional[str], ...], dict[str, str]]] = [
     (("health",), {"GET": "health"}),
     (("openapi.json",), {"GET": "openapi"}),
     (("jobs",), {"GET": "list_jobs"}),
+    (("executions",), {"GET": "list_executions"}),
     (("jobs", None), {"GET": "get_job", "POST": "trigger", "PUT": "activate", "DELETE": "deactivate"}),
     (("jobs", None, None), {"GET": "get_execution", "POST": "repeat", "PUT": "create_event"}),
     (("jobs", None, None, None), {"GET": "get_output_or_event"}),
@@ -110,6 +111,9 @@ class Api:
         self._follows = 0
         self._follow_lock = threading.Lock()
         self._openapi = OPENAPI.read_bytes()
+        from overseer.ui import WebUi  # here: the UI's pages use this module
+
+        self.ui = WebUi(self)
 
     @property
     def open_follows(self) -> int:
@@ -127,7 +131,9 @@ class Api:
                 log.exception("%s %s failed", req.method, req.path)
                 err = HttpError(500, "internal server error (the server log has the details)")
             resp = error_response(err)
-        headers = [*resp.headers, ("Cache-Control", "no-store"), ("Server", "overseer")]
+        cached = any(name == "Cache-Control" for name, _ in resp.headers)  # the UI's static files
+        no_store = () if cached else (("Cache-Control", "no-store"),)
+        headers = [*resp.headers, *no_store, ("Server", "overseer")]
         start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
         query = environ.get("QUERY_STRING")
         access_log.info("%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
@@ -146,6 +152,8 @@ class Api:
         if req.method not in SAFE_METHODS:
             self._check_origin(req)
         segments = req.segments()
+        if self.ui.claims(req.path):
+            return self.ui.handle(req)  # the web UI: its pages, its session check (overseer/ui)
         if self.tokens and segments != ["health"]:
             self._check_token(req)
         if segments is None:
@@ -227,6 +235,11 @@ class Api:
             if (stale := system.stale(job.name)) is not None:
                 jobs[-1]["stale"] = stale
         return json_response(200, {"jobs": jobs})
+
+    def list_executions(self, req: Request) -> Response:
+        records, before = self.system.store.recent_executions(recent.parse_query(req))
+        return json_response(200, {"executions": [ex.public(r, self.base_url) for r in records],
+                                   "next": recent.next_link(self.base_url, req, before)})
 
     def get_job(self, req: Request, name: str) -> Response:
         job = self.system.job(name)
