@@ -10,7 +10,7 @@ import requests
 
 from overseer.http.server import HttpServer
 from overseer.store import Store
-from overseer.store_keys import exec_key
+from overseer.store.keys import exec_key
 
 from .conftest import wait_finished, wait_for
 

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from overseer import store_recent
 from overseer.http.server import HttpServer
 from overseer.store import Store
-from overseer.store_recent import RecentQuery
+from overseer.store import recent as store_recent
+from overseer.store.recent import RecentQuery
 
 from .test_http import JOBS, Api, error_of
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from overseer import store_output
 from overseer.exceptions import NotFound, StoreBusy, StoreError
 from overseer.store import Store
-from overseer.store_keys import job_prefix, u64
+from overseer.store import output as store_output
+from overseer.store.keys import job_prefix, u64
 
 from .conftest import wait_for
 
@@ -554,7 +554,7 @@ def test_retention_prunes_finished_executions_and_their_output(tmp_path, caplog)
         assert store.read_output("job", ident, "output") == b""
     assert store.read_output("job", 3, "output") == b"out 3err 3"
     assert store.get_execution("other", 1) is not None
-    with caplog.at_level(logging.WARNING, logger="overseer.store_writer"):
+    with caplog.at_level(logging.WARNING, logger="overseer.store.writer"):
         store.append_output("job", 1, "stdout", b"late")   # dropped: no such execution
         store.flush()
     assert "no execution 1 of job 'job'" in caplog.text
@@ -614,7 +614,7 @@ def test_schedule_state(tmp_path):
 def test_promise_resolves_waiters_callbacks_and_times_out():
     from concurrent.futures import TimeoutError as FutureTimeout
 
-    from overseer.store_writer import Promise
+    from overseer.store.writer import Promise
 
     p = Promise()
     with pytest.raises(FutureTimeout):
@@ -648,7 +648,7 @@ def test_a_sync_later_create_is_fsynced_when_asked(store):
 def test_what_waits_for_no_one_is_fsynced_within_the_interval_after_an_idle_spell(store):
     """A trigger's create (sync_later) whose sync_soon never comes, and output committed after
     the store was idle, reach the disk by themselves within SYNC_INTERVAL (and a little)."""
-    from overseer.store_writer import SYNC_INTERVAL
+    from overseer.store.writer import SYNC_INTERVAL
 
     store.flush()
     wait_for(lambda: not store._writer._dirty, 10, "the store idle and synced")

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from overseer import executions as ex
 from overseer.jobs import JOB_NAME_RE
-from overseer.store_recent import RecentQuery
+from overseer.store.recent import RecentQuery
 from overseer.vars import parse_iso8601
 
 from . import errors

@@ -13,10 +13,11 @@ import logging
 from collections import OrderedDict
 from typing import Callable
 
-from .exceptions import NotFound
-from .store_keys import decode_record, encode_appended, encode_record, from_u64, state_marker, u64
-from .store_output import delete_prefix
-from .store_writer import Batch, Rejected
+from overseer.exceptions import NotFound
+
+from .keys import decode_record, encode_appended, encode_record, from_u64, state_marker, u64
+from .output import delete_prefix
+from .writer import Batch, Rejected
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from typing import Any, Callable
 
 import lmdb
 
-from .exceptions import NotFound, StoreError
-from .store_keys import STDOUT, describe
-from .store_output import OutputBatch
+from overseer.exceptions import NotFound, StoreError
+
+from .keys import STDOUT, describe
+from .output import OutputBatch
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from .store_keys import END, decode_record, from_u64
+from .keys import END, decode_record, from_u64
 
 BUDGET = 50_000  # records looked at per call, at most
 

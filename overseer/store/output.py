@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .store_keys import END, STDERR, STDOUT, chunk_key, from_u64, interleave_key, u64
+from .keys import END, STDERR, STDOUT, chunk_key, from_u64, interleave_key, u64
 
 MERGE_SMALL = 4096          # a stored chunk smaller than this is extended by the next append to it
 COALESCE_MAX = 1 << 20      # appends of one batch are gathered into one chunk up to this size

@@ -1,7 +1,7 @@
 """The one LMDB store: jobs' activation, executions, output, id counters, schedule state.
 
 One ``lmdb.Environment`` is opened once, with named databases (layout in
-``store_keys``).  Reads run in short read transactions on the caller's thread.
+``overseer.store.keys``).  Reads run in short read transactions on the caller's thread.
 Every write is queued to one writer thread, which drains the whole queue into
 one write transaction and commits it once (group commit).
 
@@ -47,8 +47,9 @@ from typing import Any, Callable
 
 import lmdb
 
-from .exceptions import NotFound, StoreBusy, StoreError
-from .store_keys import (
+from overseer.exceptions import NotFound, StoreBusy, StoreError
+
+from .keys import (
     END,
     STDERR,
     STDOUT,
@@ -65,11 +66,11 @@ from .store_keys import (
     stream_code,
     u64,
 )
-from .store_output import read_interleaved, read_stream, stream_size
-from .store_recent import RecentQuery, recent
-from .store_records import RecordOps
-from .store_watch import Watches
-from .store_writer import DURABLE, DURABLE_SOON, Batch, Promise, RWLock, Writer
+from .output import read_interleaved, read_stream, stream_size
+from .recent import RecentQuery, recent
+from .records import RecordOps
+from .watch import Watches
+from .writer import DURABLE, DURABLE_SOON, Batch, Promise, RWLock, Writer
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ class Store:
         try:
             return open_env(), 0
         except lmdb.ReadersFullError as full:
-            from . import store_readers  # ctypes: 25 ms of imports, only on this rare path
+            from . import readers  # ctypes: 25 ms of imports, only on this rare path
             try:
-                cleared = store_readers.clear_stale(str(self.path))
+                cleared = readers.clear_stale(str(self.path))
             except OSError as e:
                 raise full from e
             if not cleared:
@@ -240,7 +241,7 @@ class Store:
 
     def recent_executions(self, query: RecentQuery) -> tuple[list[dict], str | None]:
         """Executions of every job (or of ``query.jobs``), newest first, and the ``before`` of the
-        next page (None at the end): ``store_recent``."""
+        next page (None at the end): ``overseer.store.recent``."""
         with self._reading() as txn:
             return recent(txn, self._dbs["executions"], query)
 
@@ -411,7 +412,7 @@ class Store:
         """Wait for the next commit of the writer (True) or `timeout` seconds (False)."""
         return self._watches.wait_commit(timeout)
 
-    # ops: run in the writer thread as fn(batch, *args); records' ops are in store_records
+    # ops: run in the writer thread as fn(batch, *args); records' ops are in records.py
 
     def _op_noop(self, batch: Batch) -> None:
         return None

@@ -22,7 +22,7 @@ import struct
 from datetime import datetime, timezone
 from typing import Any
 
-from .exceptions import NotFound, StoreError
+from overseer.exceptions import NotFound, StoreError
 
 STDOUT = b"1"
 STDERR = b"2"
