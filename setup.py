@@ -9,10 +9,11 @@ DATA_DIRS = ["overseer.library"] + sorted(
     root.replace(os.sep, ".") for root, _dirs, _files in os.walk("overseer/examples")
     if "__pycache__" not in root)
 
-# The native spawn (overseer/spawn.py): optional, so that a machine without a C compiler still
-# installs, and then starts jobs with subprocess.
-SPAWN = Extension("overseer._spawn", ["overseer/_spawn.c", "overseer/_spawn_clone.c"],
-                  depends=["overseer/_spawn.h"], optional=True, extra_compile_args=["-O2", "-Wall"])
+# The native spawn (overseer/process/spawn.py): optional, so that a machine without a C compiler
+# still installs, and then starts jobs with subprocess.
+SPAWN = Extension("overseer.process._spawn",
+                  ["overseer/process/_spawn.c", "overseer/process/_spawn_clone.c"],
+                  depends=["overseer/process/_spawn.h"], optional=True, extra_compile_args=["-O2", "-Wall"])
 
 setup(
     name="overseer",
@@ -24,7 +25,7 @@ setup(
     author_email="overseer@schlueter.blue",
     license="AGPL-3.0-or-later",
     python_requires=">=3.9",
-    packages=["overseer", "overseer.store", "overseer.http", "overseer.ui", "overseer.actors", *DATA_DIRS],
+    packages=["overseer", "overseer.store", "overseer.process", "overseer.http", "overseer.ui", "overseer.actors", *DATA_DIRS],
     package_dir={"overseer.actors": "actors"},
     ext_modules=[SPAWN] if sys.platform.startswith("linux") else [],
     package_data={"overseer.http": ["openapi.json"], "overseer.ui": ["templates/*.html", "static/*", "static/vendor/*"],

@@ -20,10 +20,10 @@ import pykka
 from overseer import executions as ex
 from overseer.catalog import Catalog
 from overseer.config import Config
-from overseer.job_identity import Callers
 from overseer.jobs import Job
-from overseer.run_as import RunAs
-from overseer.runner import ProcessMonitor
+from overseer.process.identity import Callers
+from overseer.process.run_as import RunAs
+from overseer.process.runner import ProcessMonitor
 from overseer.store import Store
 
 from .messages import EventRecorded
@@ -49,7 +49,7 @@ class Context:
     scheduler: Optional[Any] = None  # Scheduler actor ref
     notifier: Optional[Any] = None  # Notifier actor ref
     dispatcher: Optional[Any] = None  # the run queue (actors.dispatch.Dispatcher)
-    scratch: Optional[Any] = None  # runs' TMPDIRs made ahead (overseer.ready_pool.ReadyPool of str)
+    scratch: Optional[Any] = None  # runs' TMPDIRs made ahead (overseer.process.ready_pool.ReadyPool of str)
     # Set (under launch_lock) when the server begins to stop: no Execution starts a process after it.
     stopping: bool = False
     launch_lock: threading.Lock = field(default_factory=threading.Lock)

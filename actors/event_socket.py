@@ -3,7 +3,7 @@
 One JSON line in (``{"token", "event", "cause"}``), one JSON line out. The
 token is the secret of one running execution and says which execution an
 event is for; the kernel says who sends it: the handler gets the caller's
-peer credentials (``overseer.job_identity.Peer``: pid, uid, gid, from the
+peer credentials (``overseer.process.identity.Peer``: pid, uid, gid, from the
 accepted connection) and refuses a token that is not the caller's own
 execution's. A token read from another job's environment is of no use.
 
@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from overseer.job_identity import Peer
+from overseer.process.identity import Peer
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pykka
 
 from overseer import executions as ex
-from overseer import render, run_as, spawn, tokens
+from overseer import render, tokens
 from overseer.exceptions import Conflict
-from overseer.job_process import ExitStatus, Process
 from overseer.jobs import Job
-from overseer.ready_pool import ReadyPool
-from overseer.run_as import Credentials
+from overseer.process import run_as, spawn
+from overseer.process.job_process import ExitStatus, Process
+from overseer.process.ready_pool import ReadyPool
+from overseer.process.run_as import Credentials
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
 from .pool import ActorPool, PooledActor
@@ -429,7 +430,7 @@ SCRATCH_READY = 16  # TMPDIRs kept made ahead
 
 
 def scratch_pool(root: Path) -> ReadyPool[str]:
-    """Runs' TMPDIRs, ``root/run-N``, made ahead of need (see ``overseer.ready_pool``). The name
+    """Runs' TMPDIRs, ``root/run-N``, made ahead of need (see ``overseer.process.ready_pool``). The name
     need not say whose: the run's environment tells the job, and the directory goes when the run
     ends. A name that is taken (what the start could not clear of a server before) is passed
     over. A mkdir that fails otherwise raises at the start that needed it: the run could not

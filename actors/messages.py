@@ -55,7 +55,7 @@ class EventRecorded:
 class ProcessExited:
     """The monitor reaped an execution's main process."""
 
-    status: Any  # overseer.job_process.ExitStatus
+    status: Any  # overseer.process.job_process.ExitStatus
 
 
 @dataclass(frozen=True)

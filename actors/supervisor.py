@@ -24,7 +24,7 @@ import pykka
 
 from overseer import executions as ex
 from overseer import render_pool
-from overseer.job_process import process_start_time
+from overseer.process.job_process import process_start_time
 
 from .context import Context, Pingable
 from .messages import JobsLoaded, Shutdown

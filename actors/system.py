@@ -26,10 +26,10 @@ from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
-from overseer.job_identity import Callers, Peer, RefusalLog
 from overseer.jobs import JOB_NAME_RE, Job
-from overseer.run_as import RunAs, check_reachable, check_server
-from overseer.runner import ProcessMonitor
+from overseer.process.identity import Callers, Peer, RefusalLog
+from overseer.process.run_as import RunAs, check_reachable, check_server
+from overseer.process.runner import ProcessMonitor
 from overseer.snapshot_files import remove_tree
 from overseer.store import Store
 from overseer.vars import validate_params
@@ -48,7 +48,8 @@ if not LIBRARY_DIR.is_dir():  # a source checkout: actors/ sits beside overseer/
     LIBRARY_DIR = Path(__file__).resolve().parent.parent / "overseer" / "library"
 
 ASK_TIMEOUT = 30
-# What only the server reads: with execution.run_as, its owner's alone (overseer.run_as.seal_data_dir).
+# What only the server reads: with execution.run_as, its owner's alone
+# (overseer.process.run_as.seal_data_dir).
 # (The parse cache holds the job files of the current commit, as its snapshot does.)
 PRIVATE = ("store", "repo.git")
 

@@ -31,8 +31,9 @@ import engine_bench  # noqa: E402
 from overseer.actors import execution  # noqa: E402
 from overseer.actors.system import System  # noqa: E402
 
-from overseer import runner, store  # noqa: E402
+from overseer import store  # noqa: E402
 from overseer.config import parse_config  # noqa: E402
+from overseer.process import runner  # noqa: E402
 
 MARKS: dict[str, list[float]] = {}
 

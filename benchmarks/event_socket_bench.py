@@ -20,7 +20,7 @@ percentiles) of each, in microseconds, per repetition and over all of them.
 
     python benchmarks/event_socket_bench.py --identify 5000
 
-times only what the server does to name a caller (``overseer.job_identity``: ``Callers.identify``
+times only what the server does to name a caller (``overseer.process.identity``: ``Callers.identify``
 on an accepted connection, then ``Callers.of``), in this process, for connections from a child
 process, by the native call and by the Python fallback: as in a server without cgroups, in one
 with cgroups for a caller in a run's session (the common case: its session only), and for one
@@ -92,15 +92,15 @@ def identify(count: int) -> int:
     import socket
     import subprocess
 
-    from overseer import job_identity
-    from overseer.job_identity import Callers
+    from overseer.process import identity
+    from overseer.process.identity import Callers
 
     with tempfile.TemporaryDirectory(prefix="event-socket-identify-") as tmp:
         path = f"{tmp}/s"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         listener.listen(128)
-        native = job_identity._native_identify
+        native = identity._native_identify
         # a server without cgroups; one with, and a caller in a run's session; one with, and a
         # caller that left its session (its cgroup is read too)
         session, left = Callers("/not-this-one/"), Callers("/not-this-one/")
@@ -114,7 +114,7 @@ def identify(count: int) -> int:
             "    s.recv(1); s.close()\n"), path, str(len(cases) * count)], start_new_session=True)
         session.add_session(client.pid, "a run")
         for name, callers, way in cases:
-            job_identity._native_identify = native if way == "native" else None
+            identity._native_identify = native if way == "native" else None
             times = []
             for _ in range(count):
                 conn, _ = listener.accept()
@@ -123,7 +123,7 @@ def identify(count: int) -> int:
                 times.append((time.perf_counter() - t) * 1e6)
                 conn.close()
             print(f"  {way:6} {name:13}" + _line("", times))
-        job_identity._native_identify = native
+        identity._native_identify = native
         client.wait(60)
         listener.close()
     return 0

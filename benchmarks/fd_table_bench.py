@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overseer import runner, spawn  # noqa: E402
+from overseer.process import runner, spawn  # noqa: E402
 
 ENV = {b"PATH": b"/usr/bin:/bin"}
 

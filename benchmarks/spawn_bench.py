@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib import percentile  # noqa: E402
 
-from overseer import cgroups, job_process, runner, spawn  # noqa: E402
+from overseer.process import cgroups, job_process, runner, spawn  # noqa: E402
 
 ENV = {b"PATH": b"/usr/bin:/bin"}
 DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

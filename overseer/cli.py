@@ -134,7 +134,7 @@ def _run_server(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         check_bind(config)
         if config.execution.run_as is not None:
-            from overseer.run_as import check_server
+            from overseer.process.run_as import check_server
             check_server()  # a server that is not root cannot start jobs as others: nothing is made
     except ConfigError as e:
         return _refuse(*e.problems)

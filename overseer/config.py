@@ -47,7 +47,7 @@ class ServerConfig:
 class RunAsConfig:
     """``execution.run_as``: the user jobs run as (``user``), or a range of uids of which each
     running execution gets one of its own (``uids``, ``"61000-61999"``); ``group`` sets the
-    primary group. Resolved and checked at the server's start (``overseer.run_as``)."""
+    primary group. Resolved and checked at the server's start (``overseer.process.run_as``)."""
     user: str | int | None = None
     uids: str | None = None
     group: str | int | None = None

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from overseer import cgroups
+from overseer.process import cgroups
 
 from .conftest import wait_finished, wait_for
 from .serving import alive

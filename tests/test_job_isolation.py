@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 from overseer.actors.system import System
 
-from overseer import cgroups, cli, embedded, job_identity, spawn
+from overseer import cli, embedded
 from overseer.config import parse_config
 from overseer.exceptions import ConfigError, IdentityError
 from overseer.http import server as http_server
+from overseer.process import cgroups, identity, spawn
 
 from .conftest import make_config, wait_finished, wait_for
 from .serving import Server, alive, poll
@@ -171,7 +172,7 @@ def _start(servers, tmp: Path, files: dict, config: dict, env: dict) -> Server:
 def _spawn_env(path: str, tree: str = "cgroup") -> dict:
     """The server's environment for a spawn path (native, or the Python fallback) and tree."""
     if path == "native" and not spawn.built():
-        pytest.skip("overseer._spawn is not built here")
+        pytest.skip("overseer.process._spawn is not built here")
     env = {"OVERSEER_NO_NATIVE_SPAWN": "1" if path == "popen" else "",
            "OVERSEER_NO_CGROUPS": "1" if tree == "process-group" else ""}
     if tree == "cgroup" and CGROUP_MOUNT is None:
@@ -232,10 +233,10 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
 def identify(request, monkeypatch):
     """How the server names a caller: the native call, or its Python fallback (a machine
     without the extension)."""
-    if request.param == "native" and job_identity._native_identify is None:
-        pytest.skip("overseer._spawn is not built here")
+    if request.param == "native" and identity._native_identify is None:
+        pytest.skip("overseer.process._spawn is not built here")
     if request.param == "python":
-        monkeypatch.setattr(job_identity, "_native_identify", None)
+        monkeypatch.setattr(identity, "_native_identify", None)
     return request.param
 
 
@@ -252,7 +253,7 @@ def test_the_kernel_names_the_caller(identify, tmp_path):
         conn, _ = listener.accept()
         with open(f"/proc/{child.pid}/cgroup") as f:
             cgroup = next(line[3:].strip() for line in f if line.startswith("0::"))
-        plain, full = job_identity.Peer.of(conn), job_identity.Peer.of(conn, with_cgroup=True)
+        plain, full = identity.Peer.of(conn), identity.Peer.of(conn, with_cgroup=True)
         for peer in (plain, full):
             assert (peer.pid, peer.uid, peer.gid) == (child.pid, os.getuid(), os.getgid())
             assert peer.session == child.pid  # the leader of a session of its own
@@ -262,14 +263,14 @@ def test_the_kernel_names_the_caller(identify, tmp_path):
         child.wait(10)
     # it has ended: what /proc says under its pid might be another process's now
     with pytest.raises(IdentityError, match=f"pid {child.pid}\\) ended before its request was read"):
-        job_identity.Peer.of(conn, with_cgroup=True)
+        identity.Peer.of(conn, with_cgroup=True)
     conn.close()
     listener.close()
 
 
 def test_refusals_are_logged_without_flooding_the_log(caplog):
-    refusals, peer = job_identity.RefusalLog(limit=10, window=10.0), job_identity.Peer(4321, 61000, 61000)
-    with caplog.at_level("WARNING", logger="overseer.job_identity"):
+    refusals, peer = identity.RefusalLog(limit=10, window=10.0), identity.Peer(4321, 61000, 61000)
+    with caplog.at_level("WARNING", logger="overseer.process.identity"):
         for _ in range(25):  # a job calling in a loop
             refusals.refused(peer, "the token is another execution's", now=100.0)
         refusals.refused(peer, "the token is another execution's", now=110.0)

@@ -1,11 +1,11 @@
-"""Things made ahead of need (overseer/ready_pool.py): real calls, a real thread."""
+"""Things made ahead of need (overseer/process/ready_pool.py): real calls, a real thread."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
 
-from overseer.ready_pool import ReadyPool
+from overseer.process.ready_pool import ReadyPool
 
 from .conftest import wait_for
 

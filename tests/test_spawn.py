@@ -1,5 +1,5 @@
 """Starting job processes, on both paths: the native spawn (``clone3`` straight into the job's
-cgroup, ``overseer/_spawn_clone.c``) and the Popen fallback. Real processes, real cgroups where a
+cgroup, ``overseer/process/_spawn_clone.c``) and the Popen fallback. Real processes, real cgroups where a
 cgroup2 hierarchy is writable; each path must give the job the same world."""
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from overseer import spawn
-from overseer.job_process import ExitStatus, process_start_time
-from overseer.runner import ProcessMonitor
+from overseer.process import spawn
+from overseer.process.job_process import ExitStatus, process_start_time
+from overseer.process.runner import ProcessMonitor
 
 from .conftest import wait_for
 from .serving import alive
@@ -33,7 +33,7 @@ def monitor(request, monkeypatch):
     """A ProcessMonitor (with a cgroup per job where it can make one) on one spawn path:
     "unbuilt" is a machine without the extension (Popen, and reaping from Python)."""
     if request.param == "native" and not spawn.built():
-        pytest.skip("overseer._spawn is not built here")
+        pytest.skip("overseer.process._spawn is not built here")
     monkeypatch.delenv("OVERSEER_NO_CGROUPS", raising=False)
     monkeypatch.delenv("OVERSEER_NO_NATIVE_SPAWN", raising=False)
     if request.param == "unbuilt":
@@ -121,7 +121,7 @@ def test_native_spawn_is_built_where_it_can_be():
     if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")
             and shutil.which("gcc")):
         pytest.skip("no gcc, or a platform without the native spawn")
-    assert spawn.built(), "overseer._spawn is not built: run scripts/bootstrap and read its output"
+    assert spawn.built(), "overseer.process._spawn is not built: run scripts/bootstrap and read its output"
 
 
 def test_the_environment_switch_selects_popen(monkeypatch):
@@ -189,7 +189,7 @@ def test_running_jobs_fds_are_parked_high_and_none_reaches_a_new_job(monitor):
     sees only 0-2 of it: not the server's fds, not the running jobs' ones, even inheritable ones."""
     import resource
 
-    from overseer import runner
+    from overseer.process import runner
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
@@ -307,7 +307,7 @@ def test_a_command_name_is_searched_in_the_jobs_path(monitor, tmp_path):
 @pytest.mark.parametrize("built", [True, False])
 def test_mkdirs_makes_in_order_and_stops_at_the_first_failure(tmp_path, monkeypatch, built):
     if built and not spawn.built():
-        pytest.skip("overseer._spawn is not built here")
+        pytest.skip("overseer.process._spawn is not built here")
     monkeypatch.setattr(spawn, "_built", built)
     paths = [str(tmp_path / "a"), str(tmp_path / "missing" / "b"), str(tmp_path / "c")]
     assert spawn.mkdirs(paths, 0o700) == (1, errno.ENOENT)
@@ -346,14 +346,14 @@ def test_concurrent_starts(monitor):
 
 
 # -- the extension itself ----------------------------------------------------------------------
-@pytest.mark.skipif(not spawn.built(), reason="overseer._spawn is not built here")
+@pytest.mark.skipif(not spawn.built(), reason="overseer.process._spawn is not built here")
 def test_source_fds_already_on_0_1_2(tmp_path):
     """A server started with 0-2 closed gets its pipes on those numbers; the child must still see
     each stream where it belongs (here stdout's source is fd 2 and stderr's is fd 1)."""
     report = tmp_path / "report"
     code = f"""if True:
         import os
-        from overseer import _spawn
+        from overseer.process import _spawn
         for fd in (0, 1, 2):
             os.close(fd)
         os.open(os.devnull, os.O_RDONLY)           # 0
@@ -478,8 +478,8 @@ def test_without_clone3_the_monitor_falls_back_to_popen(tmp_path):
     wrapper = seccomp_wrapper(tmp_path, NO_CLONE3)
     code = """if True:
         import os, threading
-        from overseer import spawn
-        from overseer.runner import ProcessMonitor
+        from overseer.process import spawn
+        from overseer.process.runner import ProcessMonitor
         m = ProcessMonitor(use_cgroups=False)
         for _ in range(2):
             done, out = threading.Event(), []
@@ -503,7 +503,7 @@ def test_without_close_range_unshare_a_job_gets_a_whole_copy_and_still_nothing_l
     wrapper = seccomp_wrapper(tmp_path, NO_UNSHARE)
     code = """if True:
         import os
-        from overseer import spawn
+        from overseer.process import spawn
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         leak = os.open(os.devnull, os.O_RDONLY)
         os.set_inheritable(leak, True)
@@ -524,7 +524,7 @@ def test_without_close_range_unshare_a_job_gets_a_whole_copy_and_still_nothing_l
 
 
 def test_a_dead_servers_busy_cgroups_are_left_and_reported_in_one_line(caplog):
-    from overseer import cgroups
+    from overseer.process import cgroups
 
     root = cgroups.CgroupRoot.find()
     if root is None:
@@ -541,7 +541,7 @@ def test_a_dead_servers_busy_cgroups_are_left_and_reported_in_one_line(caplog):
             sleepers.append(sleeper)
             (parent / f"job-{i}" / "cgroup.procs").write_text(str(sleeper.pid))
         (parent / "idle").mkdir()
-        caplog.set_level("WARNING", logger="overseer.cgroups")
+        caplog.set_level("WARNING", logger="overseer.process.cgroups")
         assert cgroups.remove_stale(mount) == []
         assert not (parent / "idle").exists() and (parent / "job-0").exists()
         (line,) = [r.getMessage() for r in caplog.records if "still holds processes" in r.getMessage()]

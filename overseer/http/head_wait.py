@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional
 from .framing import MAX_HEAD, ChunkScan, Head, Refused, answer, parse_head, too_large
 
 try:
-    from overseer._spawn import peek as _native_peek
+    from overseer.process._spawn import peek as _native_peek
 except ImportError:  # the C extension is optional
     _native_peek = None
 

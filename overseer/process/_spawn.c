@@ -1,5 +1,5 @@
-/* overseer._spawn: start job processes straight into their cgroup (spawn, spawn_piped), and the
- * calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs, and
+/* overseer.process._spawn: start job processes straight into their cgroup (spawn, spawn_piped), and
+ * the calls around a running job that each take one release of the GIL (unwatch, reap, mkdirs, and
  * identify: who calls on the event socket), and a peek at what an HTTP connection has received
  * that takes none (peek).
  *
@@ -417,7 +417,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "overseer._spawn",
+    .m_name = "overseer.process._spawn",
     .m_doc = "Start job processes straight into their cgroup.",
     .m_size = -1,
     .m_methods = methods,
@@ -428,7 +428,7 @@ PyMODINIT_FUNC PyInit__spawn(void) {
     if (!m)
         return NULL;
     Unsupported = PyErr_NewExceptionWithDoc(
-        "overseer._spawn.Unsupported",
+        "overseer.process._spawn.Unsupported",
         "clone3 with these flags is not available here (old kernel, seccomp): use subprocess.",
         PyExc_OSError, NULL);
     if (!Unsupported || PyModule_AddObject(m, "Unsupported", Unsupported) < 0) {

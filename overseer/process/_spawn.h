@@ -1,4 +1,4 @@
-/* What the two files of overseer._spawn share. Private: neither installed nor exported.
+/* What the two files of overseer.process._spawn share. Private: neither installed nor exported.
  *
  * _spawn.c is the module: its Python functions, their argument parsing, the module definition.
  * _spawn_clone.c starts the process: clone3, the child's side, and start(), the common part of

@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Callable, Optional
 
-from overseer import cgroups, spawn
-from overseer.job_process import (
+from overseer.process import cgroups, spawn
+from overseer.process.job_process import (
     ExitStatus,
     Process,
     check_executable,

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from overseer import cgroups
+from overseer.process import cgroups
 
 
 @dataclass(frozen=True)

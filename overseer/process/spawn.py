@@ -1,4 +1,4 @@
-"""Starting a job process straight into its cgroup, with ``overseer._spawn`` where it is built.
+"""Starting a job process straight into its cgroup, with ``overseer.process._spawn`` where it is built.
 
 ``subprocess.Popen`` cannot start a process inside a cgroup, so on that path the job moves itself
 in as its first act (``job_process.entering``). Moving a process between cgroups waits for an RCU
@@ -23,7 +23,7 @@ from typing import Optional
 log = logging.getLogger(__name__)
 
 try:
-    from overseer import _spawn
+    from overseer.process import _spawn
 except ImportError:  # not built: no compiler at install, or not Linux
     _spawn = None
 

@@ -232,7 +232,7 @@ static long long start_time(long pid) {
     return end == p ? -1 : ticks;
 }
 
-#define MAX_DESCENDANTS "256" /* as overseer/cgroups.py MAX_DESCENDANTS */
+#define MAX_DESCENDANTS "256" /* as overseer/process/cgroups.py MAX_DESCENDANTS */
 
 /* The cgroup dirfd given to uid/gid as systemd delegates one: the directory (so the job can make
  * cgroups below it) and the files a delegatee writes. Its own cgroup.procs lets it move its

@@ -13,7 +13,7 @@ alone, where getsid takes under 1), so it is made for such callers only. A pidfd
 read: without it (an older kernel) a caller that exits at once could leave its pid to another
 process before the read. ``Callers`` maps what was read to the running execution.
 
-Where ``overseer._spawn`` is built, ``Peer.of`` is one call of it (``identify``: the calls that
+Where ``overseer.process._spawn`` is built, ``Peer.of`` is one call of it (``identify``: the calls that
 never block are made holding the interpreter's lock, which each call from Python would hand
 over); elsewhere the same steps run in Python.
 """
@@ -31,7 +31,7 @@ from typing import Any, Optional
 from overseer.exceptions import IdentityError
 
 try:
-    from overseer._spawn import identify as _native_identify
+    from overseer.process._spawn import identify as _native_identify
 except ImportError:  # not built, or not Linux x86_64/aarch64
     _native_identify = None
 
