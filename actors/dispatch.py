@@ -1,6 +1,6 @@
 """Admission: which stored run may start now, decided on the thread that has it in hand.
 
-The run queue (``overseer.run_queue``: priority, then age; ``max_concurrent``
+The run queue (``overseer.model.run_queue``: priority, then age; ``max_concurrent``
 overall and per job) sits behind one lock. The thread that stores a run (an
 HTTP worker for a trigger or a repeat, the Scheduler for a schedule fire) and
 the thread that ends one (its Execution actor) both admit what may start
@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
 from overseer.jobs import Job
-from overseer.run_queue import QueuedRun, RunQueue
+from overseer.model.run_queue import QueuedRun, RunQueue
 
 if TYPE_CHECKING:
     from overseer.catalog import Catalog

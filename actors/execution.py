@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pykka
 
-from overseer import executions as ex
-from overseer import render, tokens
+from overseer import tokens
 from overseer.exceptions import Conflict
 from overseer.jobs import Job
+from overseer.model import executions as ex
+from overseer.model import render
 from overseer.process import run_as, spawn
 from overseer.process.job_process import ExitStatus, Process
 from overseer.process.ready_pool import ReadyPool

@@ -2,12 +2,12 @@
 
 It keeps a heap of every schedule entry's next slot and wakes exactly when the
 earliest is due (a timer thread tells it ``Tick``); the arithmetic is the pure
-``overseer.schedule``. The runs it creates go to the ``Dispatcher`` (the run
+``overseer.model.schedule``. The runs it creates go to the ``Dispatcher`` (the run
 queue), which starts those a slot is free for at once, on this thread.
 
 A scheduled run's command is rendered once per job definition. A plain template
 renders here, in microseconds; any other renders in a render process
-(``overseer.render_pool``) on a thread of its own, within
+(``overseer.model.render_pool``) on a thread of its own, within
 ``execution.max_render_seconds``, while this thread goes on firing the other
 jobs: the slots that came meanwhile wait for it (``Rendered``). A command that
 cannot be rendered gives each slot a run that fails at once, with the cause.
@@ -26,13 +26,13 @@ from typing import Callable, Optional
 
 import pykka
 
-from overseer import executions as ex
-from overseer import render, render_pool
-from overseer import schedule as sched
 from overseer.catalog import JobSet
 from overseer.exceptions import OverseerError
 from overseer.jobs import Job
-from overseer.vars import validate_params
+from overseer.model import executions as ex
+from overseer.model import render, render_pool
+from overseer.model import schedule as sched
+from overseer.model.vars import validate_params
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

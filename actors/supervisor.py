@@ -22,8 +22,8 @@ from typing import Optional
 
 import pykka
 
-from overseer import executions as ex
-from overseer import render_pool
+from overseer.model import executions as ex
+from overseer.model import render_pool
 from overseer.process.job_process import process_start_time
 
 from .context import Context, Pingable

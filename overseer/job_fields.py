@@ -19,13 +19,13 @@ from types import MappingProxyType
 from typing import Any, Optional
 from urllib.parse import urlparse, urlsplit
 
-from overseer import render
 from overseer.exceptions import JobDefinitionError, ParamError
-from overseer.executions import EVENT_NAME
 from overseer.job_documents import jsonable
 from overseer.job_tree import Tree
-from overseer.schedule import ScheduleEntry, parse_entry
-from overseer.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
+from overseer.model import render
+from overseer.model.executions import EVENT_NAME
+from overseer.model.schedule import ScheduleEntry, parse_entry
+from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
 
 VAR_KEYS = ("name", "type", "option", "values", "default", "required", "description")
 _VAR_KEY_SET = frozenset(VAR_KEYS)

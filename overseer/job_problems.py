@@ -27,8 +27,8 @@ from overseer.job_fields import (
 )
 from overseer.job_files import escaping, read_bytes, scan
 from overseer.jobs import JOB_KEYS, MAX_JOB_FILE_BYTES, _document, parse_job
-from overseer.schedule import parse_entry
-from overseer.vars import VAR_TYPES, VarSpec
+from overseer.model.schedule import parse_entry
+from overseer.model.vars import VAR_TYPES, VarSpec
 
 __all__ = ["all_problems", "file_problems"]
 

@@ -40,9 +40,9 @@ from overseer.job_fields import (
 )
 from overseer.job_files import escaping, gc_paused, job_name_for, read_bytes, scan
 from overseer.job_tree import Tree
+from overseer.model.schedule import ScheduleEntry
+from overseer.model.vars import MISSING, VAR_TYPES, VarSpec
 from overseer.parse_cache import ParseCache, digest
-from overseer.schedule import ScheduleEntry
-from overseer.vars import MISSING, VAR_TYPES, VarSpec
 
 __all__ = ["MISSING", "VAR_TYPES", "Job", "ScheduleEntry", "VarSpec", "discover", "job_name_for",
            "load_repository", "load_tree", "parse_job"]

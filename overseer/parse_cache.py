@@ -32,8 +32,8 @@ FORMAT = 2
 # Every module whose code decides what a job file parses to (or which files are jobs): a change to
 # any of them makes a new code key, so a cache written by other code is never used. A module that
 # the parsing comes to depend on must be added here.
-_PARSERS = ("jobs.py", "job_fields.py", "job_files.py", "job_documents.py", "job_tree.py", "vars.py",
-            "schedule.py", "render.py", "parse_cache.py")
+_PARSERS = ("jobs.py", "job_fields.py", "job_files.py", "job_documents.py", "job_tree.py", "model/vars.py",
+            "model/schedule.py", "model/render.py", "parse_cache.py")
 
 
 def _proxy(items: dict) -> types.MappingProxyType:

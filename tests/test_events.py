@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from overseer import executions as ex
 from overseer.http.app import OPENAPI
+from overseer.model import executions as ex
 
 from .conftest import Receiver
 from .serving import start_server
 
-# Written out, not read from overseer/executions.py: a name dropped there fails here.
+# Written out, not read from overseer/model/executions.py: a name dropped there fails here.
 RESERVED = ["complete", "queued", "start", "fail", "time-out", "lost", "output-truncated",
             "output-lost", "chain-refused", "lock-wait", "lock"]  # SPEC §5, §9-§11: the system's
 NEVER = ["artifacts", "changes", "output", "progress", "stderr", "stdout"]  # SPEC §11: paths
@@ -161,7 +161,7 @@ def test_webhook_bodies_carry_source_state_and_outcome(served, tmp_path):
 
 
 def test_the_api_description_lists_the_reserved_names():
-    """overseer/http/openapi.json repeats what overseer/executions.py defines: kept equal here."""
+    """overseer/http/openapi.json repeats what overseer/model/executions.py defines: kept equal here."""
     doc = json.loads(OPENAPI.read_text())
     content = doc["paths"]["/jobs/{job}/{id}"]["put"]["requestBody"]["content"]
     for schema in content.values():

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from overseer import render
 from overseer.exceptions import ParamError
 from overseer.jobs import Job
-from overseer.vars import VarSpec
+from overseer.model import render
+from overseer.model.vars import VarSpec
 
 
 def make_job(command: str | None, *specs: VarSpec, script: str | None = None, name: str = "j") -> Job:

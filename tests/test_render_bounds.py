@@ -1,4 +1,4 @@
-"""Rendering bounded in time and size (overseer/render_pool.py, overseer/render.py), against real
+"""Rendering bounded in time and size (overseer/model/render_pool.py, overseer/model/render.py), against real
 servers and real schedules: a template that never ends is stopped at ``execution.max_render_seconds``
 without holding up the Scheduler, the API or a graceful stop, and a command over the size limit is
 refused naming the job and the limit, before anything is stored."""
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from overseer import render
 from overseer.exceptions import ParamError
+from overseer.model import render
 
 from .conftest import wait_finished, wait_for
 from .serving import alive, poll, start_server
@@ -87,7 +87,7 @@ def _render_workers(server_pid):
         except OSError:
             continue
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == server_pid and b"overseer.render_worker" in cmdline:
+        if ppid == server_pid and b"overseer.model.render_worker" in cmdline:
             found.append(int(proc.name))
     return found
 
@@ -166,7 +166,7 @@ def test_a_template_that_runs_out_of_memory_is_refused_and_the_server_carries_on
 
 
 def test_the_render_process_is_bounded_in_memory_and_runs_below_the_server():
-    from overseer import render_pool
+    from overseer.model import render_pool
 
     worker = render_pool._Worker()
     try:

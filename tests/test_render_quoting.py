@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from overseer import render
 from overseer.exceptions import ParamError
 from overseer.jobs import Job, load_repository
-from overseer.shell_context import (
+from overseer.model import render
+from overseer.model.shell_context import (
     AFTER_BACKSLASH,
     AFTER_DOLLAR,
     IN_BACKQUOTES,
@@ -29,7 +29,7 @@ from overseer.shell_context import (
     Context,
     classify,
 )
-from overseer.vars import VarSpec
+from overseer.model.vars import VarSpec
 
 SHELLS = ["/bin/sh", *(sh for sh in ("/bin/dash", "/bin/bash") if Path(sh).exists())]
 # Field splitting of a value that stays data cannot make "touch CANARY": ${IFS} only expands as code.

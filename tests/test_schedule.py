@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from overseer.exceptions import JobDefinitionError
-from overseer.schedule import (
+from overseer.model.schedule import (
     MISFIRE,
     anchor_for,
     due,
@@ -200,7 +200,7 @@ def test_a_late_tick_fires_every_slot_within_the_misfire_threshold():
 
 
 def test_more_late_slots_than_one_call_fires_are_the_latest_ones_without_a_gap():
-    from overseer.schedule import MAX_SLOTS
+    from overseer.model.schedule import MAX_SLOTS
 
     start = at(2026, 1, 1, 12)
     fast = entry(frequency=0.1)  # 300 slots in a tick 30 s late

@@ -7,10 +7,10 @@ import logging
 import pytest
 import requests
 
-from overseer import render
 from overseer.exceptions import ParamError
 from overseer.http.server import HttpServer
-from overseer.vars import VarSpec
+from overseer.model import render
+from overseer.model.vars import VarSpec
 
 from .test_render import make_job
 

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from overseer.exceptions import ParamError
-from overseer.vars import MISSING, VAR_TYPES, VarSpec, coerce, parse_iso8601, text_of, validate_params
+from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, parse_iso8601, text_of, validate_params
 
 
 def spec(kind: str, **kw) -> VarSpec:

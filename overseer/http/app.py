@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from overseer import executions as ex
 from overseer.exceptions import NotFound
 from overseer.job_fields import redact_hooks
 from overseer.jobs import JOB_NAME_RE
+from overseer.model import executions as ex
 
 from . import errors, recent
 from .errors import HttpError

@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import urlencode
 
-from overseer import executions as ex
 from overseer.jobs import JOB_NAME_RE
+from overseer.model import executions as ex
+from overseer.model.vars import parse_iso8601
 from overseer.store.recent import RecentQuery
-from overseer.vars import parse_iso8601
 
 from . import errors
 from .request import Request

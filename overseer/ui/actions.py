@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from overseer import executions as ex
 from overseer.exceptions import Conflict, JobDefinitionError, ParamError, QueueFull
 from overseer.http import errors
 from overseer.http.request import Response
+from overseer.model import executions as ex
 
 from . import forms, pages
 

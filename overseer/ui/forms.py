@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, Optional
 
-from overseer.vars import MISSING, VarSpec, parse_iso8601, text_of
+from overseer.model.vars import MISSING, VarSpec, parse_iso8601, text_of
 
 PREFIX = "var:"
 LIST_TYPES = ("seq", "set")

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from overseer import executions as ex
 from overseer.exceptions import NotFound
 from overseer.http import app as api_app
 from overseer.http import errors
 from overseer.http.request import Response
+from overseer.model import executions as ex
 
 from . import forms
 from .stream import execution_updates

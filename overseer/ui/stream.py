@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from overseer import executions as ex
+from overseer.model import executions as ex
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Rendering commands within a deadline, off the threads that others wait on.
 
-A plain template (text and ``{{ name }}`` only, :func:`overseer.render.is_plain`) renders on the
+A plain template (text and ``{{ name }}`` only, :func:`overseer.model.render.is_plain`) renders on the
 caller's thread: its work is its text and its values, microseconds. Any other template (loops,
 macros, calls, filters, operators) can run as long as it likes, and a Jinja2 render cannot be
-interrupted; so it renders in a worker process (overseer/render_worker.py) that is killed once
+interrupted; so it renders in a worker process (overseer/model/render_worker.py) that is killed once
 the render passes its deadline (``execution.max_render_seconds``). The caller waits at most that
 long, and only the caller waits: the server's other threads go on, and the GIL is not held by the
 render. At most :data:`WORKERS` such renders run at once; a render that finds every worker busy
@@ -28,8 +28,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
-from overseer import render
 from overseer.exceptions import ParamError, QueueFull
+from overseer.model import render
 
 if TYPE_CHECKING:
     from overseer.jobs import Job
@@ -43,7 +43,7 @@ DEFAULT_SECONDS = 2.0  # execution.max_render_seconds' default
 
 # The worker's command: the interpreter that runs the server, without the current directory on
 # its module path (``-c`` puts it first; the server's directory is none of the worker's business).
-_WORKER_CODE = "import sys; sys.path.pop(0); from overseer.render_worker import main; sys.exit(main())"
+_WORKER_CODE = "import sys; sys.path.pop(0); from overseer.model.render_worker import main; sys.exit(main())"
 
 
 class _Gone(Exception):

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from overseer.exceptions import JobDefinitionError
-from overseer.vars import parse_iso8601
+from overseer.model.vars import parse_iso8601
 
 log = logging.getLogger(__name__)
 

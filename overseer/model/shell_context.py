@@ -1,6 +1,6 @@
 """Where each substituted value lands in a shell command: its lexical context.
 
-The renderer (overseer/render.py) renders a template with a marker (``MARK``, a NUL, which no
+The renderer (overseer/model/render.py) renders a template with a marker (``MARK``, a NUL, which no
 template text and no value may hold) where each ``{{ ... }}`` output goes, and asks
 :func:`classify` what each marker is inside of. The answer decides how the value is written so
 that it stays data:

@@ -1,9 +1,9 @@
-"""A render worker: one process that renders commands for the server (overseer/render_pool.py).
+"""A render worker: one process that renders commands for the server (overseer/model/render_pool.py).
 
 It reads requests from stdin and writes answers to stdout, each one frame: a 4-byte big-endian
 length, then that many bytes of JSON. Its first frame is ``{"ready": true}``, once its imports
 are done. A request is ``{"job", "command", "vars": [[name, option], ...], "params"}``; the answer
-``{"command": TEXT}`` or ``{"error": MESSAGE}``. It renders with :func:`overseer.render.render_command`,
+``{"command": TEXT}`` or ``{"error": MESSAGE}``. It renders with :func:`overseer.model.render.render_command`,
 so what it gives is what the server would render itself; the server kills it at the render's
 deadline. Its address space is bounded (a template that builds a huge value gets MemoryError,
 answered as an error, rather than taking the machine's memory) and it runs at a lower priority
@@ -21,8 +21,8 @@ import time
 import types
 from typing import Any, BinaryIO, Optional
 
-from overseer import render
 from overseer.exceptions import ParamError
+from overseer.model import render
 
 MEMORY_LIMIT = 512 << 20   # bytes of address space
 NICENESS = 10

@@ -1,7 +1,7 @@
 """Command rendering: Jinja2 templates in a sandbox whose every ``{{ ... }}`` output stays data.
 
 Each output of a template is written at the last step, after every filter, as what its place in
-the shell text needs (overseer/shell_context.py tells the place): outside quotes, shell-quoted
+the shell text needs (overseer/model/shell_context.py tells the place): outside quotes, shell-quoted
 words (a string is one word whatever it holds, a list one word per item, a map one word of JSON);
 inside ``'...'`` or ``"..."``, the text escaped for that quote, so ``echo "hello {{ who }}"``
 prints the value as it is; inside ``$((...))``, an int. A place where no value can be made inert
@@ -19,7 +19,7 @@ A rendered command is bounded in size: over :data:`MAX_COMMAND_BYTES` it is refu
 job and the limit, and the render stops as soon as its text passes the limit. Its time is
 bounded by the caller: a template whose text alone does not bound its work (:func:`is_plain`
 is false) is rendered in a worker process that is killed at its deadline
-(overseer/render_pool.py).
+(overseer/model/render_pool.py).
 """
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from overseer.exceptions import ParamError
-from overseer.shell_context import MARK, Context, Refusal, classify
-from overseer.vars import text_of
+from overseer.model.shell_context import MARK, Context, Refusal, classify
+from overseer.model.vars import text_of
 
 if TYPE_CHECKING:
     from overseer.jobs import Job
-    from overseer.vars import VarSpec
+    from overseer.model.vars import VarSpec
 
 log = logging.getLogger(__name__)
 
