@@ -25,7 +25,7 @@ setup(
     author_email="overseer@schlueter.blue",
     license="AGPL-3.0-or-later",
     python_requires=">=3.9",
-    packages=["overseer", "overseer.store", "overseer.process", "overseer.model", "overseer.http", "overseer.ui", "overseer.actors", *DATA_DIRS],
+    packages=["overseer", "overseer.store", "overseer.process", "overseer.model", "overseer.repo", "overseer.http", "overseer.ui", "overseer.actors", *DATA_DIRS],
     package_dir={"overseer.actors": "actors"},
     ext_modules=[SPAWN] if sys.platform.startswith("linux") else [],
     package_data={"overseer.http": ["openapi.json"], "overseer.ui": ["templates/*.html", "static/*", "static/vendor/*"],

@@ -17,13 +17,13 @@ from typing import Any, Optional
 
 import pykka
 
-from overseer.catalog import Catalog
 from overseer.config import Config
-from overseer.jobs import Job
 from overseer.model import executions as ex
 from overseer.process.identity import Callers
 from overseer.process.run_as import RunAs
 from overseer.process.runner import ProcessMonitor
+from overseer.repo.catalog import Catalog
+from overseer.repo.load import Job
 from overseer.store import Store
 
 from .messages import EventRecorded

@@ -16,11 +16,11 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
-from overseer.jobs import Job
 from overseer.model.run_queue import QueuedRun, RunQueue
+from overseer.repo.load import Job
 
 if TYPE_CHECKING:
-    from overseer.catalog import Catalog
+    from overseer.repo.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ import pykka
 
 from overseer import tokens
 from overseer.exceptions import Conflict
-from overseer.jobs import Job
 from overseer.model import executions as ex
 from overseer.model import render
 from overseer.process import run_as, spawn
 from overseer.process.job_process import ExitStatus, Process
 from overseer.process.ready_pool import ReadyPool
 from overseer.process.run_as import Credentials
+from overseer.repo.load import Job
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
 from .pool import ActorPool, PooledActor

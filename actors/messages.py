@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from overseer.catalog import JobSet
+from overseer.repo.catalog import JobSet
 
 
 class State(str, enum.Enum):

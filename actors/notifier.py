@@ -20,7 +20,7 @@ from typing import Optional
 import pykka
 
 from overseer.config import Config
-from overseer.job_fields import redact_hook_url
+from overseer.repo.fields import redact_hook_url
 
 from .context import Pingable
 from .messages import EventRecorded

@@ -30,16 +30,16 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 import pykka
 
-from overseer import jobs as jobmodel
-from overseer import repo_state
-from overseer.catalog import JobSet
-from overseer.checkout_queue import CheckoutCancelled
 from overseer.exceptions import JobDefinitionError, RepositoryError
-from overseer.job_tree import TreeError
-from overseer.parse_cache import ParseCache
-from overseer.repo_state import STATE_FILE, RepoState
-from overseer.snapshot_view import close_view, open_view, trees_of
-from overseer.snapshots import GIT_CONFIG, Snapshots
+from overseer.repo import load as jobmodel
+from overseer.repo import state as repo_state
+from overseer.repo.catalog import JobSet
+from overseer.repo.checkout_queue import CheckoutCancelled
+from overseer.repo.parse_cache import ParseCache
+from overseer.repo.snapshot_view import close_view, open_view, trees_of
+from overseer.repo.snapshots import GIT_CONFIG, Snapshots
+from overseer.repo.state import STATE_FILE, RepoState
+from overseer.repo.tree import TreeError
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

@@ -26,13 +26,13 @@ from typing import Callable, Optional
 
 import pykka
 
-from overseer.catalog import JobSet
 from overseer.exceptions import OverseerError
-from overseer.jobs import Job
 from overseer.model import executions as ex
 from overseer.model import render, render_pool
 from overseer.model import schedule as sched
 from overseer.model.vars import validate_params
+from overseer.repo.catalog import JobSet
+from overseer.repo.load import Job
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

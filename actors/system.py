@@ -20,18 +20,18 @@ from typing import Any, Optional
 
 import pykka
 
-from overseer.catalog import Catalog
 from overseer.config import Config
 from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
-from overseer.jobs import JOB_NAME_RE, Job
 from overseer.model import executions as ex
 from overseer.model import schedule as sched
 from overseer.model.vars import validate_params
 from overseer.process.identity import Callers, Peer, RefusalLog
 from overseer.process.run_as import RunAs, check_reachable, check_server
 from overseer.process.runner import ProcessMonitor
-from overseer.snapshot_files import remove_tree
+from overseer.repo.catalog import Catalog
+from overseer.repo.load import JOB_NAME_RE, Job
+from overseer.repo.snapshot_files import remove_tree
 from overseer.store import Store
 
 from .context import Context

@@ -7,7 +7,7 @@ files of ``run_all.py``'s case 6), once as a user starts it and once with
 ``OVERSEER_NO_PARSE_HELPER=1`` (every file parsed in the server), alternating which goes first,
 and times the start to the first answer on ``/health`` (the first sync is done before the API
 listens). It checks that every job loaded, and prints the medians with [min-max] and their
-ratio: what the helper process (overseer/document_helper.py) gains on this machine now.
+ratio: what the helper process (overseer/repo/parse_helper.py) gains on this machine now.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the read-only snapshot view (overseer/snapshot_view.py) costs: per run, per snapshot, per start.
+"""What the read-only snapshot view (overseer/repo/snapshot_view.py) costs: per run, per snapshot, per start.
 
     python benchmarks/snapshot_view_bench.py [--runs 150] [--syncs 15] [--files 2000]
 
@@ -87,9 +87,9 @@ def summary(name: str, values: list[float], unit: float = 1e3, suffix: str = "ms
 
 def start_cost(work: Path) -> None:
     try:
-        from overseer.snapshot_view import close_view, open_view, trees_of
+        from overseer.repo.snapshot_view import close_view, open_view, trees_of
     except ImportError:
-        print("  open_view + close_view              (no overseer/snapshot_view.py here)")
+        print("  open_view + close_view              (no overseer/repo/snapshot_view.py here)")
         return
     view = work / "startcost" / "snapshots"
     trees = trees_of(view)

@@ -192,7 +192,7 @@ def _run_server(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from overseer.jobs import load_repository
+    from overseer.repo.load import load_repository
 
     root = Path(args.path)
     if not root.is_dir():
@@ -204,7 +204,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{args.path}: cannot read: {e.strerror}", file=sys.stderr)
         return 2
     if args.all_problems:
-        from overseer.job_problems import all_problems
+        from overseer.repo.problems import all_problems
 
         errors = all_problems(root, errors)
     for file, message in errors:

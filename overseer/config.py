@@ -262,7 +262,7 @@ def load_config(path: str | Path | None) -> Config:
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loader
     except yaml.YAMLError as e:
-        from overseer.job_documents import yaml_error_text
+        from overseer.repo.documents import yaml_error_text
 
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_text(e, str(path))}") from None
     return parse_config(data, str(path))

@@ -114,14 +114,14 @@ def mounts_under(path: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def _detach_left_mounts(request):
     """A test that fails before its server stops, or ends with it SIGKILLed, leaves the server's
-    read-only snapshot view mounted (overseer/snapshot_view.py): detached here, under the test's
+    read-only snapshot view mounted (overseer/repo/snapshot_view.py): detached here, under the test's
     own tmp_path (a module's server lives on in a directory of its own), so that it can be
     deleted and the host's mount table does not grow."""
     tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
     if tmp_path is None:
         return
-    from overseer.snapshot_view import detach
+    from overseer.repo.snapshot_view import detach
 
     for point in reversed(mounts_under(tmp_path)):
         detach(Path(point))

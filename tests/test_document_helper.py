@@ -1,4 +1,4 @@
-"""A large load parses part of its job files in a second process (overseer/document_helper.py):
+"""A large load parses part of its job files in a second process (overseer/repo/parse_helper.py):
 the jobs and errors are those of an in-process parse, whatever the helper gives back or fails
 to give. Real git repositories and a real helper process."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from overseer import document_helper
-from overseer import jobs as jobmodel
-from overseer.job_documents import load_document
-from overseer.snapshots import Snapshots
+from overseer.repo import load as jobmodel
+from overseer.repo import parse_helper
+from overseer.repo.documents import load_document
+from overseer.repo.snapshots import Snapshots
 
 from .conftest import JobRepo
 
@@ -47,13 +47,13 @@ def _load(snaps, sha):
 def _counting(monkeypatch) -> list:
     """Record how many documents each call of a helper's ``take`` gave back."""
     given = []
-    take = document_helper.Aside.take
+    take = parse_helper.Aside.take
 
     def counted(self, wait):
         out = take(self, wait)
         given.append(sum(r is not None for r in out))
         return out
-    monkeypatch.setattr(document_helper.Aside, "take", counted)
+    monkeypatch.setattr(parse_helper.Aside, "take", counted)
     return given
 
 
@@ -62,11 +62,11 @@ def _alone(snaps, sha, monkeypatch):
     monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
     alone = _load(snaps, sha)
     monkeypatch.delenv("OVERSEER_NO_PARSE_HELPER")
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
+    monkeypatch.setattr(parse_helper, "MIN_FILES", 10)
     return alone
 
 
-def _answers(aside: document_helper.Aside) -> list:
+def _answers(aside: parse_helper.Aside) -> list:
     out = []
     while aside.taken < aside.count:
         out += aside.take(wait=True)
@@ -76,7 +76,7 @@ def _answers(aside: document_helper.Aside) -> list:
 def test_the_helper_gives_what_an_in_process_parse_gives(commit, monkeypatch):
     snaps, sha = commit
     alone, alone_errors = _alone(snaps, sha, monkeypatch)
-    monkeypatch.setattr(document_helper, "HELPER_SHARE", 0.9)  # the odd and bad files go to it
+    monkeypatch.setattr(parse_helper, "HELPER_SHARE", 0.9)  # the odd and bad files go to it
     given = _counting(monkeypatch)
     helped, helped_errors = _load(snaps, sha)
     assert sum(given) >= 30, given  # it was used, for most of its share
@@ -95,7 +95,7 @@ def test_a_helper_that_fails_costs_no_result(commit, monkeypatch, caplog):
     given = _counting(monkeypatch)
     for broken in ("/bin/false", "/nonexistent/python"):
         monkeypatch.setattr(sys, "executable", broken)
-        with caplog.at_level(logging.WARNING, logger="overseer.document_helper"):
+        with caplog.at_level(logging.WARNING, logger="overseer.repo.parse_helper"):
             caplog.clear()
             helped, helped_errors = _load(snaps, sha)
         assert sorted(helped) == sorted(alone) and helped_errors == alone_errors
@@ -105,12 +105,12 @@ def test_a_helper_that_fails_costs_no_result(commit, monkeypatch, caplog):
 
 def test_the_helper_takes_files_up_to_its_byte_budget(commit, monkeypatch):
     snaps, sha = commit
-    monkeypatch.setattr(document_helper, "MIN_FILES", 10)
-    monkeypatch.setattr(document_helper, "HELPER_SHARE", 1.0)
-    monkeypatch.setattr(document_helper, "MAX_BYTES", 600)   # a few of the files, not all
+    monkeypatch.setattr(parse_helper, "MIN_FILES", 10)
+    monkeypatch.setattr(parse_helper, "HELPER_SHARE", 1.0)
+    monkeypatch.setattr(parse_helper, "MAX_BYTES", 600)   # a few of the files, not all
     sent = []
-    init = document_helper.Aside.__init__
-    monkeypatch.setattr(document_helper.Aside, "__init__",
+    init = parse_helper.Aside.__init__
+    monkeypatch.setattr(parse_helper.Aside, "__init__",
                         lambda self, items: (sent.append(items), init(self, items))[1])
     helped, _errors = _load(snaps, sha)
     assert len(sent) == 1 and 0 < len(sent[0]) < len(FILES) - 1
@@ -126,12 +126,12 @@ def test_a_helper_running_other_code_refuses(tmp_path):
     import subprocess
 
     other = tmp_path / "elsewhere"
-    shutil.copytree(os.path.dirname(document_helper.__file__), other / "overseer",
+    shutil.copytree(os.path.dirname(parse_helper.__file__), other / "overseer",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     (other / "overseer" / "__init__.py").write_text("")
-    own = os.path.join(os.path.dirname(document_helper.__file__), "job_documents.py")
+    own = os.path.join(os.path.dirname(parse_helper.__file__), "job_documents.py")
     r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                        "import runpy; runpy.run_module('overseer.document_helper', run_name='__main__')",
+                        "import runpy; runpy.run_module('overseer.repo.parse_helper', run_name='__main__')",
                         str(other), own, "10"], input=b"\x5b\x00\x00\x00\x00", capture_output=True,
                        timeout=60)
     assert r.returncode == 3 and b"not the caller's" in r.stderr, r
@@ -140,14 +140,14 @@ def test_a_helper_running_other_code_refuses(tmp_path):
 def test_answers_in_several_frames_give_the_same_jobs(commit, monkeypatch):
     snaps, sha = commit
     alone, alone_errors = _alone(snaps, sha, monkeypatch)
-    monkeypatch.setattr(document_helper, "FRAME", 3)
+    monkeypatch.setattr(parse_helper, "FRAME", 3)
     frames = []   # the size of each frame as it arrives (how many a take gets depends on timing)
 
     class Recording(queue.SimpleQueue):
         def put(self, item, *args, **kwargs):
             frames.append(len(item) if isinstance(item, list) else item)
             super().put(item, *args, **kwargs)
-    monkeypatch.setattr(document_helper.queue, "SimpleQueue", Recording)
+    monkeypatch.setattr(parse_helper.queue, "SimpleQueue", Recording)
     given = _counting(monkeypatch)
     helped, helped_errors = _load(snaps, sha)
     assert sorted(helped) == sorted(alone) and helped_errors == alone_errors
@@ -161,13 +161,13 @@ def test_a_helper_cut_short_mid_stream_costs_no_result(commit, monkeypatch, tmp_
     """Its output ends inside a frame: the answers in so far are used, the rest parsed here."""
     snaps, sha = commit
     alone, alone_errors = _alone(snaps, sha, monkeypatch)
-    monkeypatch.setattr(document_helper, "FRAME", 2)
+    monkeypatch.setattr(parse_helper, "FRAME", 2)
     wrapper = tmp_path / "python-cut-short"
     wrapper.write_text(f"#!/bin/sh\n'{sys.executable}' \"$@\" | head -c 700\n")
     wrapper.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(wrapper))
     given = _counting(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="overseer.document_helper"):
+    with caplog.at_level(logging.WARNING, logger="overseer.repo.parse_helper"):
         helped, helped_errors = _load(snaps, sha)
     assert sorted(helped) == sorted(alone) and helped_errors == alone_errors
     for name in alone:
@@ -180,7 +180,7 @@ def test_the_helper_answers_plain_documents_only():
     items = [(False, b"command: echo a\nvars: [{name: x}]\n"), (True, b'{"command": "j", "n": 1.5}'),
              (False, b"when: 2024-01-01\n"), (False, b"a: [unclosed\n"), (False, b""),
              (False, b"a: &x [1]\nb: *x\n")]
-    got = _answers(document_helper.Aside(items))
+    got = _answers(parse_helper.Aside(items))
     assert got[0] == load_document(items[0][1], False) and got[0][1] is True
     assert got[1] == load_document(items[1][1], True)
     assert got[2] is None and got[3] is None          # a date is not plain data; an error is not
@@ -189,10 +189,10 @@ def test_the_helper_answers_plain_documents_only():
 
 
 def test_small_loads_and_one_cpu_need_no_helper(monkeypatch):
-    assert not document_helper.worth_it(document_helper.MIN_FILES - 1)
-    assert document_helper.worth_it(document_helper.MIN_FILES) == ((os.cpu_count() or 1) > 1)
+    assert not parse_helper.worth_it(parse_helper.MIN_FILES - 1)
+    assert parse_helper.worth_it(parse_helper.MIN_FILES) == ((os.cpu_count() or 1) > 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert not document_helper.worth_it(10 * document_helper.MIN_FILES)
+    assert not parse_helper.worth_it(10 * parse_helper.MIN_FILES)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setenv("OVERSEER_NO_PARSE_HELPER", "1")
-    assert not document_helper.worth_it(10 * document_helper.MIN_FILES)
+    assert not parse_helper.worth_it(10 * parse_helper.MIN_FILES)

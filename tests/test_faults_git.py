@@ -11,7 +11,7 @@ import time
 import pytest
 from overseer.actors import repo_sync
 
-from overseer.jobs import MAX_JOB_FILE_BYTES
+from overseer.repo.load import MAX_JOB_FILE_BYTES
 
 from .conftest import git, make_config, wait_finished, wait_for
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from overseer.exceptions import JobDefinitionError
-from overseer.jobs import MISSING, Job, VarSpec, discover, job_name_for, load_repository, parse_job
+from overseer.repo.load import MISSING, Job, VarSpec, discover, job_name_for, load_repository, parse_job
 
 
 def write(root: Path, files: dict) -> Path:
@@ -440,7 +440,7 @@ def test_huge_numbers_are_errors_of_their_file(tmp_path, content, fragment):
 ])
 def test_a_definition_is_the_document_as_json(tmp_path, name, content):
     """A plain document is its own definition; any other is converted, as before."""
-    from overseer.job_documents import jsonable, load_document
+    from overseer.repo.documents import jsonable, load_document
 
     write(tmp_path, {name: content})
     jobs, errors = load_repository(tmp_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pickle
 import time
 
-from overseer import jobs as jobmodel
-from overseer.parse_cache import ParseCache
+from overseer.repo import load as jobmodel
+from overseer.repo.parse_cache import ParseCache
 
 
 def _write(root, files):

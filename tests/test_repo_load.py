@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from overseer import jobs as jobmodel
-from overseer.job_tree import Tree, TreeError
-from overseer.parse_cache import ParseCache
-from overseer.snapshots import Snapshots
+from overseer.repo import load as jobmodel
+from overseer.repo.parse_cache import ParseCache
+from overseer.repo.snapshots import Snapshots
+from overseer.repo.tree import Tree, TreeError
 
 from .conftest import GIT_ENV, JobRepo, git
 

@@ -162,7 +162,7 @@ def test_the_snapshot_a_checkout_starts_from_is_kept_until_it_is_done(held_syste
 def test_the_catalog_tells_when_a_snapshot_is_ready(tmp_path):
     from concurrent.futures import Future
 
-    from overseer.catalog import Catalog
+    from overseer.repo.catalog import Catalog
 
     catalog = Catalog(tmp_path / "snapshots")
     calls = []

@@ -14,8 +14,8 @@ from overseer.actors.context import Context
 from overseer.actors.dispatch import Dispatcher
 from overseer.actors.scheduler import Scheduler
 
-from overseer.catalog import Catalog, JobSet
-from overseer.jobs import load_repository
+from overseer.repo.catalog import Catalog, JobSet
+from overseer.repo.load import load_repository
 from overseer.store import Store
 
 from .conftest import make_config

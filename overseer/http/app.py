@@ -29,9 +29,9 @@ from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 from overseer.exceptions import NotFound
-from overseer.job_fields import redact_hooks
-from overseer.jobs import JOB_NAME_RE
 from overseer.model import executions as ex
+from overseer.repo.fields import redact_hooks
+from overseer.repo.load import JOB_NAME_RE
 
 from . import errors, recent
 from .errors import HttpError

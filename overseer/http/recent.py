@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import urlencode
 
-from overseer.jobs import JOB_NAME_RE
 from overseer.model import executions as ex
 from overseer.model.vars import parse_iso8601
+from overseer.repo.load import JOB_NAME_RE
 from overseer.store.recent import RecentQuery
 
 from . import errors

@@ -1,8 +1,8 @@
 """Every problem of a job file, not only the first (``overseer validate --all-problems``).
 
-Loading a repository (overseer/jobs.py) stops at a file's first problem: that is all a sync needs
+Loading a repository (overseer/repo/load.py) stops at a file's first problem: that is all a sync needs
 to skip the file. Someone fixing a file wants them all at once; so here each key of the document
-is checked on its own, with the same checks (overseer/job_fields.py) and so the same messages, and
+is checked on its own, with the same checks (overseer/repo/fields.py) and so the same messages, and
 each var, schedule entry, hook and env entry on its own too. Only the files that failed to load
 are checked again, so this costs nothing when a repository is valid.
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from overseer.exceptions import JobDefinitionError
-from overseer.job_fields import (
+from overseer.model.schedule import parse_entry
+from overseer.model.vars import VAR_TYPES, VarSpec
+from overseer.repo.fields import (
     _var,
     command_field,
     env_field,
@@ -25,10 +27,8 @@ from overseer.job_fields import (
     unknown_key,
     vars_field,
 )
-from overseer.job_files import escaping, read_bytes, scan
-from overseer.jobs import JOB_KEYS, MAX_JOB_FILE_BYTES, _document, parse_job
-from overseer.model.schedule import parse_entry
-from overseer.model.vars import VAR_TYPES, VarSpec
+from overseer.repo.files import escaping, read_bytes, scan
+from overseer.repo.load import JOB_KEYS, MAX_JOB_FILE_BYTES, _document, parse_job
 
 __all__ = ["all_problems", "file_problems"]
 

@@ -1,7 +1,7 @@
 """Per-commit snapshots of the job repository: the read-only trees executions run in.
 
 ``data_dir/snapshot-trees/<sha>/`` holds the files of one commit; runs see it, read-only, as
-``data_dir/snapshots/<sha>/`` (overseer/snapshot_view.py). The first one is
+``data_dir/snapshots/<sha>/`` (overseer/repo/snapshot_view.py). The first one is
 checked out with a throw-away index (``git read-tree`` + ``checkout-index``);
 each later one starts as a hard-linked copy of the snapshot it follows and
 gets only the paths ``git diff`` names, so a sync that changes one file of
@@ -13,7 +13,7 @@ Writing 10,000 files is slow on some disks, and a load does not need them: the
 jobs are read from git's objects (:meth:`Snapshots.tree`, :meth:`Snapshots.read_blobs`)
 while :meth:`Snapshots.ensure_soon` checks the snapshot out on a thread of its own
 (one per snapshots directory, so each snapshot is complete before the next one is
-made from it: overseer/checkout_queue.py). The tree is read into the index before
+made from it: overseer/repo/checkout_queue.py). The tree is read into the index before
 that thread is handed the work, so a tree git refuses fails the sync as it always did.
 
 Symlinks that leave the repository (``os.path.realpath`` outside the snapshot,
@@ -22,7 +22,7 @@ on the order a directory lists its entries in) are removed from the snapshot and
 reported; the reports of a commit are kept beside it (``.errors-<sha>.json``) so
 a restart reports them again. The file-system work on a snapshot directory (finding
 and dropping those symlinks, making it read-only, removing it) is in
-overseer/snapshot_files.py.
+overseer/repo/snapshot_files.py.
 """
 from __future__ import annotations
 
@@ -38,10 +38,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Callable, Optional
 
-from overseer.checkout_queue import queue_for
 from overseer.exceptions import RepositoryError
-from overseer.job_tree import Tree, TreeError
-from overseer.snapshot_files import (
+from overseer.repo.checkout_queue import queue_for
+from overseer.repo.snapshot_files import (
     NICE,
     drop_escaping,
     make_read_only,
@@ -49,6 +48,7 @@ from overseer.snapshot_files import (
     remove_tree,
     symlinks_in,
 )
+from overseer.repo.tree import Tree, TreeError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The read-only view of the snapshots: ``data_dir/snapshots``, where every run finds its commit's
 tree, is a read-only bind mount of ``data_dir/snapshot-trees``, where the server writes them.
 
-File permissions alone (no write bits, directories 0555: overseer/snapshot_files.py) stop a job of
+File permissions alone (no write bits, directories 0555: overseer/repo/snapshot_files.py) stop a job of
 another user, but not one running as root, and the snapshots of successive commits share their
 unchanged files as hard links: a file rewritten in place through one snapshot would change it in
 every other, for every later run. Through a read-only mount every write, chmod, create, rename
@@ -107,7 +107,7 @@ def detach(path: Path) -> int:
 def _clear(view: Path, trees: Path) -> None:
     """Leave at most an empty directory at ``view``: a symlink goes, and trees written into
     ``view`` itself (as before the view existed) are moved aside into ``trees`` to be deleted
-    with the other unused snapshots (overseer/snapshots.py ``remove_unused``): the trees are made
+    with the other unused snapshots (overseer/repo/snapshots.py ``remove_unused``): the trees are made
     anew, since a root job could have changed those."""
     if view.is_symlink():
         view.unlink()

@@ -2,9 +2,9 @@
 file's bytes, and pausing the collector while thousands of them are parsed.
 
 The questions are asked of a working tree (:func:`scan`, :func:`escaping`) or, for a commit whose
-snapshot is not checked out yet, of git's listing of its tree (overseer/job_tree.py ``Tree``),
+snapshot is not checked out yet, of git's listing of its tree (overseer/repo/tree.py ``Tree``),
 which answers them as the snapshot will. Reading a job file's document is
-overseer/job_documents.py.
+overseer/repo/documents.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The file-system work on a snapshot directory (overseer/snapshots.py): finding its symlinks and
+"""The file-system work on a snapshot directory (overseer/repo/snapshots.py): finding its symlinks and
 removing those that leave it, removing the directories a deletion empties, making it read-only,
 and removing it again.
 

@@ -2,10 +2,10 @@
 
 :func:`load_repository` works on a plain working tree (no git): ``overseer validate`` passes a
 checkout, RepoSync a snapshot's root when it cannot read the commit from git. :func:`load_tree`
-gives the same result from a commit's tree as git lists it (overseer/job_tree.py ``Tree``) and
+gives the same result from a commit's tree as git lists it (overseer/repo/tree.py ``Tree``) and
 its blobs, before any file of it is checked out. RepoSync fills in the commit. A file that does
 not validate is reported as ``(file, message)`` and skipped; the message names the key, var or
-value at fault. The checks of each key of a job file are in overseer/job_fields.py.
+value at fault. The checks of each key of a job file are in overseer/repo/fields.py.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from typing import Any
 
 import yaml
 
-from overseer import document_helper
 from overseer.exceptions import JobDefinitionError
-from overseer.job_documents import jsonable, load_document, yaml_error_text
-from overseer.job_fields import (
+from overseer.model.schedule import ScheduleEntry
+from overseer.model.vars import MISSING, VAR_TYPES, VarSpec
+from overseer.repo import parse_helper
+from overseer.repo.documents import jsonable, load_document, yaml_error_text
+from overseer.repo.fields import (
     command_field,
     definition_error,
     env_field,
@@ -38,11 +40,9 @@ from overseer.job_fields import (
     unknown_key,
     vars_field,
 )
-from overseer.job_files import escaping, gc_paused, job_name_for, read_bytes, scan
-from overseer.job_tree import Tree
-from overseer.model.schedule import ScheduleEntry
-from overseer.model.vars import MISSING, VAR_TYPES, VarSpec
-from overseer.parse_cache import ParseCache, digest
+from overseer.repo.files import escaping, gc_paused, job_name_for, read_bytes, scan
+from overseer.repo.parse_cache import ParseCache, digest
+from overseer.repo.tree import Tree
 
 __all__ = ["MISSING", "VAR_TYPES", "Job", "ScheduleEntry", "VarSpec", "discover", "job_name_for",
            "load_repository", "load_tree", "parse_job"]
@@ -276,7 +276,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
               ) -> tuple[dict[str, Job], list[tuple[str, str]]]:
     """What :func:`load_repository` gives for the commit's snapshot, from ``tree`` and its blobs:
     ``read_blobs(oids, limit)`` returns ``oid -> (size, bytes)``, the bytes None above ``limit``
-    (overseer/snapshots.py ``Snapshots.read_blobs``). With ``cache``, a job file whose blob the
+    (overseer/repo/snapshots.py ``Snapshots.read_blobs``). With ``cache``, a job file whose blob the
     cache knows is not read at all; ``cache.used`` and ``cache.used_blobs`` are left for
     ``cache.save``."""
     used: dict | None = {} if cache is not None else None
@@ -301,7 +301,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
             found[relpath] = job
         blobs = read_blobs(sorted({oid for _, oid in unread}), MAX_JOB_FILE_BYTES) if unread else {}
         # A large load (a fresh start) has part of the files parsed by a second process meanwhile.
-        unread, aside = document_helper.share(unread, lambda item: blobs[item[1]][1])
+        unread, aside = parse_helper.share(unread, lambda item: blobs[item[1]][1])
 
         def one(relpath: str, oid: str, loaded: tuple[Any, bool] | None) -> None:
             size, data = blobs[oid]
@@ -318,7 +318,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
 
         helper = None
         if aside:
-            helper = document_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])
+            helper = parse_helper.Aside([(p.endswith(".json"), blobs[oid][1]) for p, oid in aside])
 
         def helped(wait: bool) -> None:   # the helper's answers in now (with wait, at least one)
             at = helper.taken
@@ -326,7 +326,7 @@ def load_tree(tree: Tree, read_blobs: BlobReader, cache: ParseCache | None = Non
                 one(relpath, oid, loaded)
         for n, (relpath, oid) in enumerate(unread, 1):
             one(relpath, oid, None)
-            if helper is not None and n % document_helper.FRAME == 0:
+            if helper is not None and n % parse_helper.FRAME == 0:
                 helped(wait=False)
         while helper is not None and helper.taken < len(aside):
             helped(wait=True)

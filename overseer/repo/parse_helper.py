@@ -2,7 +2,7 @@
 
 A fresh start of a repository of 10,000 job files spends most of its time in the YAML loader
 (about 150 us a file here, against 50 us for the checks of what the file holds), all of it on
-one CPU. :class:`Aside` hands part of the files to ``python -m overseer.document_helper`` while
+one CPU. :class:`Aside` hands part of the files to ``python -m overseer.repo.parse_helper`` while
 the caller parses the rest; the helper gives back each document that is plain data (JSON types:
 what nearly every job file holds) and nothing for the others, which the caller then parses
 itself. So an error, a YAML timestamp or a set is worded and built exactly as in-process, and a
@@ -12,7 +12,7 @@ The protocol is ``marshal`` both ways (data only: nothing in it runs code when l
 list of ``(is_json, bytes)``; stdout frames, each a 4-byte little-endian length and a marshalled
 list holding, for each of the next ``FRAME`` items, ``(document,)`` or ``None`` (a document
 may itself be None: an empty file).
-The arguments are the path of the caller's ``overseer/job_documents.py`` (a helper whose
+The arguments are the path of the caller's ``overseer/repo/documents.py`` (a helper whose
 interpreter imports other code than the caller's refuses: exit status 3) and ``FRAME``.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
-from overseer import job_documents
+from overseer.repo import documents
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,8 +79,8 @@ class Aside:
         try:
             # The helper checks that it loads the same code as this process (a server started
             # from another tree than the interpreter's own install would not): else it exits.
-            self.proc = subprocess.Popen([sys.executable, "-m", "overseer.document_helper",
-                                          job_documents.__file__, str(FRAME)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "overseer.repo.parse_helper",
+                                          documents.__file__, str(FRAME)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
         except OSError as e:
@@ -158,15 +158,15 @@ class Aside:
 
 def _answer(is_json: bool, data: bytes) -> Optional[tuple[Any]]:
     try:
-        doc, plain = job_documents.load_document(data, is_json)
+        doc, plain = documents.load_document(data, is_json)
         return (doc,) if plain else None
     except Exception:  # noqa: BLE001 - the caller parses it again and words the error
         return None
 
 
 def main() -> int:
-    if len(sys.argv) != 3 or os.path.realpath(sys.argv[1]) != os.path.realpath(job_documents.__file__):
-        print(f"overseer.document_helper: this is {job_documents.__file__}, not the caller's "
+    if len(sys.argv) != 3 or os.path.realpath(sys.argv[1]) != os.path.realpath(documents.__file__):
+        print(f"overseer.repo.parse_helper: this is {documents.__file__}, not the caller's "
               f"{sys.argv[1:2]}", file=sys.stderr)
         return 3
     per_frame = max(1, int(sys.argv[2]))

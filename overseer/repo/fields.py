@@ -2,7 +2,7 @@
 turning what the document holds into the value a ``Job`` keeps, or raising JobDefinitionError with
 a message that names the key, var or value at fault.
 
-A module of its own: overseer/jobs.py is the job model and the loading of a repository or a tree;
+A module of its own: overseer/repo/load.py is the job model and the loading of a repository or a tree;
 what each key may hold is here.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any, Optional
 from urllib.parse import urlparse, urlsplit
 
 from overseer.exceptions import JobDefinitionError, ParamError
-from overseer.job_documents import jsonable
-from overseer.job_tree import Tree
 from overseer.model import render
 from overseer.model.executions import EVENT_NAME
 from overseer.model.schedule import ScheduleEntry, parse_entry
 from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
+from overseer.repo.documents import jsonable
+from overseer.repo.tree import Tree
 
 VAR_KEYS = ("name", "type", "option", "values", "default", "required", "description")
 _VAR_KEY_SET = frozenset(VAR_KEYS)

@@ -1,4 +1,4 @@
-"""The checkout thread of a snapshots directory (overseer/snapshots.py ``Snapshots.ensure_soon``):
+"""The checkout thread of a snapshots directory (overseer/repo/snapshots.py ``Snapshots.ensure_soon``):
 the work queue that makes one snapshot at a time, in the order asked, and its cancellation when the
 server stops.
 

@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 from typing import Any, Optional
 
-from overseer.job_files import gc_paused
+from overseer.repo.files import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ FORMAT = 2
 # Every module whose code decides what a job file parses to (or which files are jobs): a change to
 # any of them makes a new code key, so a cache written by other code is never used. A module that
 # the parsing comes to depend on must be added here.
-_PARSERS = ("jobs.py", "job_fields.py", "job_files.py", "job_documents.py", "job_tree.py", "model/vars.py",
-            "model/schedule.py", "model/render.py", "parse_cache.py")
+_PARSERS = ("repo/load.py", "repo/fields.py", "repo/files.py", "repo/documents.py", "repo/tree.py",
+            "model/vars.py", "model/schedule.py", "model/render.py", "repo/parse_cache.py")
 
 
 def _proxy(items: dict) -> types.MappingProxyType:
@@ -45,7 +45,7 @@ copyreg.pickle(types.MappingProxyType, lambda m: (_proxy, (dict(m),)))
 
 def _code_key() -> str:
     digest = hashlib.blake2b(str(FORMAT).encode(), digest_size=16)
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent   # overseer/
     for name in _PARSERS:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()

@@ -4,7 +4,7 @@ Readers (HTTP handlers, the Scheduler) take ``Catalog.current`` once and use
 that snapshot; a sync never changes a JobSet somebody already holds.
 
 A commit's jobs are loaded from git's objects, before its snapshot directory is
-complete (overseer/snapshots.py); :meth:`Catalog.snapshot` is where a run of
+complete (overseer/repo/snapshots.py); :meth:`Catalog.snapshot` is where a run of
 that commit waits for it.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from overseer.jobs import Job
+from overseer.repo.load import Job
 
 # Seconds a run waits for its commit's snapshot: a huge tree on a slow disk takes minutes to check out.
 SNAPSHOT_WAIT = 900.0

@@ -1,4 +1,4 @@
-"""The files of one commit as git lists them, answering the questions overseer/job_files.py asks
+"""The files of one commit as git lists them, answering the questions overseer/repo/files.py asks
 of a working tree (which files are jobs, which symlinks leave the tree, what reading a path gives)
 as the commit's snapshot will, before a file of it is checked out.
 
@@ -11,7 +11,7 @@ import errno
 import os
 import posixpath
 
-from overseer.job_files import job_name_for
+from overseer.repo.files import job_name_for
 
 # -- the same questions, answered from git's listing of a commit --------------------------------
 
@@ -27,7 +27,7 @@ class TreeError(Exception):
 
 class Tree:
     """The files of one commit as ``git ls-tree -r`` lists them, answering what a load asks of
-    the commit's checked-out snapshot (overseer/snapshots.py) without a file written.
+    the commit's checked-out snapshot (overseer/repo/snapshots.py) without a file written.
 
     Checking 10,000 files out is most of a fresh start's time on a slow disk; the jobs can be read
     from git's objects meanwhile, provided every answer is the one the snapshot will give. So this
