@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from overseer.cli import main
-from overseer.client import exit_status
+from overseer.cli.client import exit_status
 from overseer.http.server import HttpServer
 
 from .conftest import free_port, wait_finished

@@ -1,4 +1,5 @@
-"""The ``overseer`` command: serve, validate, and the client commands (SPEC §1)."""
+"""The ``overseer`` command's parser and entry point, and its serve and validate commands (SPEC §1);
+the client commands are in client.py."""
 from __future__ import annotations
 
 import argparse
@@ -216,7 +217,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from overseer import __version__, client
+    from overseer import __version__
+    from overseer.cli import client
 
     p = argparse.ArgumentParser(prog="overseer", description="A git-backed job runner.")
     p.add_argument("--version", action="version", version=f"overseer {__version__}")
@@ -240,6 +242,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """The client commands (SPEC §1) against a running server: ``jobs``, ``run``, ``logs``, ``event``,
 ``repeat``, ``activate``, ``deactivate``, ``sync``, and the views ``show``, ``history`` and ``repo``
-(overseer/client_views.py).
+(overseer/cli/views.py).
 
-Each command is one or a few HTTP calls (overseer/client_api.py). Errors are one line on stderr
+Each command is one or a few HTTP calls (overseer/cli/api.py). Errors are one line on stderr
 and exit status 2: the server's own message for an error answer, the reason for a connection
 failure. ``run --follow``, ``repeat --follow`` and ``logs --follow`` say ``JOB/ID`` on stderr and
 exit with the job's status: its exit code, 124 after a time-out (as ``timeout(1)`` does), 1 when
@@ -14,8 +14,8 @@ import argparse
 import json
 from typing import Any
 
-from overseer import client_views
-from overseer.client_api import (
+from overseer.cli import views
+from overseer.cli.api import (
     DEFAULT_URL,
     EXIT_TIMEOUT,
     Api,
@@ -77,21 +77,21 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("event")
     p.add_argument("cause", nargs="?")
 
-    p = command("show", client_views.show, "show an execution: its status, values, command and events",
+    p = command("show", views.show, "show an execution: its status, values, command and events",
                 as_json)
     p.add_argument("job")
     p.add_argument("id", type=int)
 
-    p = command("history", client_views.history, "list recent executions, of one job or of all", as_json)
+    p = command("history", views.history, "list recent executions, of one job or of all", as_json)
     p.add_argument("job", nargs="?")
-    p.add_argument("-n", "--limit", type=_limit, default=client_views.HISTORY_LIMIT,
-                   help=f"how many (1 to 1000, default {client_views.HISTORY_LIMIT})")
+    p.add_argument("-n", "--limit", type=_limit, default=views.HISTORY_LIMIT,
+                   help=f"how many (1 to 1000, default {views.HISTORY_LIMIT})")
 
     for name, func, what in (("activate", activate, "let a job run again (schedules and triggers)"),
                              ("deactivate", deactivate, "stop a job's schedules and refuse its triggers")):
         command(name, func, what).add_argument("job")
 
-    command("repo", client_views.repo, "show the job repository: commit, last sync, problems", as_json)
+    command("repo", views.repo, "show the job repository: commit, last sync, problems", as_json)
     command("sync", sync, "make the server fetch the job repository now")
 
 
@@ -122,7 +122,7 @@ def jobs(args: argparse.Namespace) -> int:
             rows.append((job["name"], "yes" if job["active"] else "no",
                          f"#{last['id']} {last['status']}" if last else "-", schedule or "-",
                          lines[0] if lines else ""))
-        print(client_views.table(rows))
+        print(views.table(rows))
         return 0
     return run_command(args, body)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Optional
 
-from overseer.client_api import Api, q, run_command
+from overseer.cli.api import Api, q, run_command
 
 HISTORY_LIMIT = 20
 
