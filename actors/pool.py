@@ -113,7 +113,7 @@ class PooledActor(pykka.Actor):
     pool: ClassVar[ActorPool]
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        """What ``pykka.Actor.__init__`` sets (tests/test_pool.py checks it is all), with a URN
+        """What ``pykka.Actor.__init__`` sets (tests/actors/test_pool.py checks it is all), with a URN
         that costs no system call."""
         self.actor_urn = uuid.UUID(int=(_URN_BASE + next(_URN_SEQ)) % (1 << 128), version=4).urn
         self.actor_inbox = self._create_actor_inbox()
