@@ -1,4 +1,5 @@
-"""Shared test parts: real git repositories, a real running System, real HTTP receivers."""
+"""Shared test parts: real git repositories, a real running System, real HTTP receivers. A System
+served over HTTP is tests/served.py's ``serve``; waiting is tests/waiting.py."""
 from __future__ import annotations
 
 import http.server
@@ -15,6 +16,8 @@ import pytest
 import yaml
 
 from overseer.config import parse_config
+
+from .served import serve  # noqa: F401 - the served-app fixture, for every test
 
 GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
@@ -78,21 +81,6 @@ def make_config(tmp_path: Path, repo: JobRepo, **overrides):
     return parse_config(data)
 
 
-def wait_for(predicate, timeout: float = 20, what: str = "condition", store=None):
-    """Poll ``predicate`` until it is truthy. With a ``store``, wake on its commits instead of a timer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        if store is not None and hasattr(store, "wait_commit"):
-            store.wait_commit(0.2)
-        else:
-            time.sleep(0.02)
-
-
 @pytest.fixture(autouse=True)
 def _stop_actors():
     yield
@@ -150,11 +138,6 @@ def system_factory(tmp_path, job_repo):
     yield make
     for system in made:
         system.stop()
-
-
-def wait_finished(system, job: str, ident: int, timeout: float = 30) -> dict:
-    return wait_for(lambda: (r := system.store.get_execution(job, ident)) and r["state"] == "finished" and r,
-                    timeout, f"{job}/{ident} to finish", store=system.store)
 
 
 class Receiver:

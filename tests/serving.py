@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from .conftest import JobRepo, free_port
+from .waiting import wait_for
 
 OVERSEER = Path(sys.executable).parent / "overseer"
 
@@ -52,18 +53,6 @@ def group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
-
-
-def poll(predicate, timeout: float, what: str, interval: float = 0.05):
-    """``predicate()`` once it is truthy; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Server:
@@ -167,8 +156,8 @@ class Server:
         return r.json()
 
     def wait(self, job: str, ident: int, timeout: float = 60, state: str = "finished") -> dict:
-        return poll(lambda: (m := self.execution(job, ident))["state"] == state and m, timeout,
-                    f"{job}/{ident} to be {state}")
+        return wait_for(lambda: (m := self.execution(job, ident))["state"] == state and m, timeout,
+                        f"{job}/{ident} to be {state}")
 
 
 def start_server(tmp: Path, files: dict, config: Optional[dict] = None, **kw) -> Server:

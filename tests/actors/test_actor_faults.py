@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 
 
 class Injected(RuntimeError):

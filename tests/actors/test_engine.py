@@ -8,7 +8,7 @@ import pytest
 
 from overseer.exceptions import Conflict, NotFound, ParamError
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 
 
 def out(system, job, ident, stream="stdout") -> bytes:

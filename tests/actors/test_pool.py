@@ -7,7 +7,7 @@ import pykka
 import pytest
 from overseer.actors.pool import ActorPool, PooledActor
 
-from ..conftest import wait_for
+from ..waiting import wait_for
 
 
 class Recorder(PooledActor):

@@ -9,7 +9,7 @@ import logging
 
 from overseer.actors.scheduler import LOG_EACH
 
-from ..conftest import wait_for
+from ..waiting import wait_for
 
 LOGGER = "overseer.actors.scheduler"
 T1 = "2099-01-01T00:00:00Z"

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from ..conftest import wait_finished, wait_for
 from ..serving import Server
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 

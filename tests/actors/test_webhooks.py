@@ -5,7 +5,8 @@ import hashlib
 import hmac
 import logging
 
-from ..conftest import free_port, wait_finished, wait_for
+from ..conftest import free_port
+from ..waiting import wait_finished, wait_for
 
 
 def test_webhooks_in_order_with_dead_and_slow_endpoints(system_factory, receiver):

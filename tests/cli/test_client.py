@@ -9,9 +9,9 @@ import pytest
 
 from overseer.cli import main
 from overseer.cli.client import exit_status
-from overseer.http.server import HttpServer
 
-from ..conftest import free_port, wait_finished
+from ..conftest import free_port
+from ..waiting import wait_finished
 
 JOBS = {
     "hello.yml": {"command": "echo hello {{ who }}; echo to-stderr >&2", "description": "says hello\nmore",
@@ -26,19 +26,12 @@ JOBS = {
 
 
 @pytest.fixture
-def server(system_factory):
-    started = []
-
+def server(serve):
     def start(**overrides):
-        system = system_factory(JOBS, **overrides)
-        http = HttpServer(system, system.config)
-        http.start()
-        started.append(http)
+        system, _ = serve(JOBS, **overrides)
         return system
 
-    yield start
-    for http in started:
-        http.stop()
+    return start
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -7,9 +7,8 @@ import json
 import pytest
 
 from overseer.cli import main
-from overseer.http.server import HttpServer
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 from .test_client import cli
 
 JOBS = {
@@ -22,19 +21,12 @@ JOBS = {
 
 
 @pytest.fixture
-def served(system_factory, job_repo):
-    started = []
-
+def served(serve):
     def start():
-        system = system_factory(JOBS)
-        http = HttpServer(system, system.config)
-        http.start()
-        started.append(http)
+        system, _ = serve(JOBS)
         return system
 
-    yield start
-    for http in started:
-        http.stop()
+    return start
 
 
 def run_to_end(system, job: str, values: dict | None = None) -> dict:

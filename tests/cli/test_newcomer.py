@@ -39,16 +39,7 @@ def test_embedded_default_serves_the_examples(tmp_path):
     server = subprocess.Popen([str(BIN / "overseer"), "serve"], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(URL + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.1)
+        _wait_for_health(URL, server)
         names = {j["name"] for j in requests.get(URL + "/jobs", timeout=5).json()["jobs"]}
         assert {"hello", "greet", "countdown", "disk-report", "maintenance.tidy-tmp"} <= names
         env = dict(os.environ)

@@ -2,7 +2,6 @@
 over a real git repository, spoken to with requests and, for hostile paths, raw http.client."""
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 
@@ -14,7 +13,8 @@ from overseer.exceptions import ConfigError, StoreBusy
 from overseer.http import app as app_module
 from overseer.http.server import HttpServer, check_bind
 
-from ..conftest import wait_finished, wait_for
+from ..served import Api, error_of
+from ..waiting import wait_for
 
 GATED = ("echo first; echo err-first >&2; while [ ! -e {{ gate }} ]; do sleep 0.02; done; "
          "echo second; echo err-second >&2")
@@ -34,62 +34,12 @@ JOBS = {
 }
 
 
-class Api:
-    """A requests session on one running server, with the System behind it."""
-
-    def __init__(self, system, server: HttpServer, token: str | None = None):
-        self.system, self.server = system, server
-        self.base = system.config.base_url
-        self.port = system.config.server.port
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def __getattr__(self, method):
-        if method not in ("get", "post", "put", "delete", "head", "patch", "options"):
-            raise AttributeError(method)
-        return lambda path, **kw: self.session.request(method.upper(), self.base + path, timeout=30, **kw)
-
-    def raw(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
-        """A request exactly as written (no client-side path normalisation)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
-            for k, v in (headers or {}).items():
-                conn.putheader(k, v)
-            if body is not None:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            return resp.status, dict(resp.getheaders()), resp.read()
-        finally:
-            conn.close()
-
-    def finished(self, job: str, ident: int) -> dict:
-        return wait_finished(self.system, job, ident)
-
-
 @pytest.fixture
-def api(system_factory):
-    servers = []
-
+def api(serve):
     def start(files=JOBS, token: str | None = None, **overrides) -> Api:
-        system = system_factory(files, **overrides)
-        server = HttpServer(system, system.config)
-        server.start()
-        servers.append(server)
-        return Api(system, server, token)
+        return Api(*serve(files, **overrides), token)
 
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def error_of(resp) -> str:
-    assert resp.headers["Content-Type"] == "application/json", resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str)
-    return body["error"]
+    return start
 
 
 # -- reads -----------------------------------------------------------------------------------------

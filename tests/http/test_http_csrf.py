@@ -7,23 +7,16 @@ from __future__ import annotations
 
 import http.server
 import logging
-import os
 import re
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
-from overseer.http.server import HttpServer
-
-from ..conftest import wait_for
-from .test_http import Api, error_of
+from ..served import Api, error_of
+from ..ui.ui_browser import CHROMIUM_ARGS, chromium
+from ..waiting import wait_for
 
 JOBS = {"hello.yml": {"command": "echo hello {{ who }}", "vars": [{"name": "who", "default": "world"}]}}
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 STATE_CHANGES = [("POST", "/jobs/hello"), ("POST", "/jobs/hello/1"), ("PUT", "/jobs/hello/1"),
                  ("PUT", "/jobs/hello"), ("DELETE", "/jobs/hello"), ("POST", "/repo/sync"),
                  ("PATCH", "/jobs/hello"), ("POST", "/jobs/nope")]
@@ -31,19 +24,11 @@ ACCESS_LINE = re.compile(r"\S+ (\S+) (\S+) (\d{3}) ")
 
 
 @pytest.fixture
-def served(system_factory):
-    servers = []
-
+def served(serve):
     def start(**server) -> Api:
-        system = system_factory(JOBS, server=server)
-        http_server = HttpServer(system, system.config)
-        http_server.start()
-        servers.append(http_server)
-        return Api(system, http_server)
+        return Api(*serve(JOBS, server=server))
 
-    yield start
-    for http_server in servers:
-        http_server.stop()
+    return start
 
 
 def state(a: Api) -> tuple:
@@ -113,15 +98,6 @@ def test_cross_origin_is_refused_with_tokens_too_and_base_url_is_own(served):
 
 
 # -- a real browser ----------------------------------------------------------------------------------
-
-def chromium() -> str:
-    """Debian's chromium; skipped only where it cannot be had (scripts/bootstrap installs it as root)."""
-    if CHROMIUM.exists():
-        return str(CHROMIUM)
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"{CHROMIUM} is missing and cannot be installed here (that needs root and apt-get)")
-    pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs it (apt-get install chromium)")
-
 
 HOSTILE_PAGE = """<!doctype html>
 <html><head><title>cute cats</title></head><body>

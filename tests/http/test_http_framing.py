@@ -12,7 +12,6 @@ import socket
 import pytest
 
 from overseer.http.framing import MAX_HEAD, ChunkScan, Refused, parse_head
-from overseer.http.server import HttpServer
 
 JOBS = {"hello.yml": {"command": "echo hello {{ who }}", "vars": [{"name": "who", "default": "world"}]}}
 SMUGGLED = b"POST /jobs/hello HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
@@ -21,19 +20,12 @@ NOPE = b"POST /jobs/nope HTTP/1.1\r\n" + HOST  # a request that would be 404 its
 
 
 @pytest.fixture
-def served(system_factory):
-    servers = []
-
+def served(serve):
     def start():
-        system = system_factory(JOBS, server={"thread_pool": 8})
-        server = HttpServer(system, system.config)
-        server.start()
-        servers.append(server)
+        system, _ = serve(JOBS, server={"thread_pool": 8})
         return system
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def exchange(port: int, data: bytes) -> bytes:

@@ -17,9 +17,7 @@ from typing import Optional
 
 import pytest
 
-from overseer.http.server import HttpServer
-
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 
 JOBS = {
     "hello.yml": {"command": "echo hello {{ who }}", "vars": [{"name": "who", "default": "world"}]},
@@ -178,19 +176,11 @@ def one_segment(reply: Reply) -> None:
 
 
 @pytest.fixture
-def served(system_factory):
-    servers = []
-
+def served(serve):
     def start(files=JOBS, **overrides):
-        system = system_factory(files, **overrides)
-        server = HttpServer(system, system.config)
-        server.start()
-        servers.append(server)
-        return system, server
+        return serve(files, **overrides)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def run(wire: Wire, system, job: str, values: dict) -> dict:

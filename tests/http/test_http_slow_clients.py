@@ -18,9 +18,8 @@ from typing import Optional
 import pytest
 
 from overseer.http import head_wait
-from overseer.http.server import HttpServer
 
-from ..conftest import wait_for
+from ..waiting import wait_for
 
 TIMEOUT = 10
 POOL = 8  # workers; every case opens more stalled clients than this
@@ -29,21 +28,14 @@ JOBS = {"hello.yml": {"command": "echo hello {{ who }}", "vars": [{"name": "who"
 
 
 @pytest.fixture
-def served(system_factory):
-    servers = []
-
+def served(serve):
     def start(deadline: float = 2.0, max_body: int = MAX_BODY):
-        system = system_factory(JOBS, server={"thread_pool": POOL, "max_body_bytes": max_body})
-        server = HttpServer(system, system.config)
-        server.start()
+        system, server = serve(JOBS, server={"thread_pool": POOL, "max_body_bytes": max_body})
         server._head_wait.deadline = deadline
-        servers.append(server)
         server.system = system
         return system.config.server.port, server
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def connect(port: int) -> socket.socket:

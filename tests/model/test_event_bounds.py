@@ -8,11 +8,10 @@ import lmdb
 import pytest
 import requests
 
-from overseer.http.server import HttpServer
 from overseer.store import Store
 from overseer.store.keys import exec_key
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,26 +52,21 @@ def test_events_within_max_events_are_all_kept_with_no_count(system_factory):
     assert "events_dropped" not in done
 
 
-def test_the_job_list_shows_the_last_run_without_its_events(system_factory):
-    s = system_factory({"chatty.yml": {"command": "true"}})
+def test_the_job_list_shows_the_last_run_without_its_events(serve):
+    s, _ = serve({"chatty.yml": {"command": "true"}})  # the real HTTP layer on a real port
     s.trigger("chatty", {})
     wait_finished(s, "chatty", 1)
     for i in range(50):
         s.create_event("chatty", 1, f"note-{i}", "x" * 4000)
-    server = HttpServer(s, s.config)  # the real HTTP layer on a real port
-    server.start()
-    try:
-        session = requests.Session()
-        session.trust_env = False
-        jobs = session.get(s.config.base_url + "/jobs", timeout=30).json()["jobs"]
-        (last,) = [j["last_execution"] for j in jobs if j["name"] == "chatty"]
-        assert last["id"] == 1 and last["status"] == "complete" and last["state"] == "finished"
-        assert "events" not in last and last["links"]["stdout"].endswith("/jobs/chatty/1/stdout")
-        full = session.get(s.config.base_url + "/jobs/chatty/1", timeout=30).json()
-        assert len(full["events"]) == 53
-        assert {k: v for k, v in full.items() if k != "events"} == last
-    finally:
-        server.stop()
+    session = requests.Session()
+    session.trust_env = False
+    jobs = session.get(s.config.base_url + "/jobs", timeout=30).json()["jobs"]
+    (last,) = [j["last_execution"] for j in jobs if j["name"] == "chatty"]
+    assert last["id"] == 1 and last["status"] == "complete" and last["state"] == "finished"
+    assert "events" not in last and last["links"]["stdout"].endswith("/jobs/chatty/1/stdout")
+    full = session.get(s.config.base_url + "/jobs/chatty/1", timeout=30).json()
+    assert len(full["events"]) == 53
+    assert {k: v for k, v in full.items() if k != "events"} == last
 
 
 def _raw_put(path, job, ident, value: bytes):

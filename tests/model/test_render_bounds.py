@@ -13,8 +13,8 @@ import pytest
 from overseer.exceptions import ParamError
 from overseer.model import render
 
-from ..conftest import wait_finished, wait_for
-from ..serving import alive, poll, start_server
+from ..serving import alive, start_server
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,26 +105,26 @@ def test_a_graceful_stop_is_not_held_up_by_a_template_that_never_ends(tmp_path):
     server = start_server(tmp_path, {"slow.yml": {"command": FOREVER, "schedule": EVERY_SECOND}},
                           {"execution": {"max_render_seconds": 30}})
     try:
-        first = poll(lambda: server.get("/jobs/slow").json()["next_runs"], 30, "the job's next runs")[0]
-        poll(lambda: server.get("/jobs/slow", timeout=60).json()["next_runs"][0] != first, 30,
-             "a slot to fire (its render begins)")
+        first = wait_for(lambda: server.get("/jobs/slow").json()["next_runs"], 30, "the job's next runs")[0]
+        wait_for(lambda: server.get("/jobs/slow", timeout=60).json()["next_runs"][0] != first, 30,
+                 "a slot to fire (its render begins)")
         workers = _render_workers(server.pid)
     finally:
         status = server.stop(timeout=30)
     assert status == 0, f"the server did not stop by itself: {status}\n{server.log()[-2000:]}"
-    poll(lambda: not any(alive(pid) for pid in workers), 10, "the render processes to end")
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the render processes to end")
 
 
 def test_a_render_process_ends_with_a_server_that_is_killed_mid_render(tmp_path):
     server = start_server(tmp_path, {"slow.yml": {"command": FOREVER, "schedule": EVERY_SECOND}},
                           {"execution": {"max_render_seconds": 60}})
     try:
-        workers = poll(lambda: _render_workers(server.pid), 30, "a render process")
+        workers = wait_for(lambda: _render_workers(server.pid), 30, "a render process")
         # Mid-render: the worker has spun a second of CPU (its start takes a fraction of that).
-        poll(lambda: any(_cpu_seconds(pid) > 1 for pid in workers), 30, "a render in progress")
+        wait_for(lambda: any(_cpu_seconds(pid) > 1 for pid in workers), 30, "a render in progress")
     finally:
         server.kill()
-    poll(lambda: not any(alive(pid) for pid in workers), 10, "the render processes to end")
+    wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the render processes to end")
 
 
 def test_a_command_over_the_size_limit_is_refused_naming_the_job_and_the_limit(tmp_path):
@@ -148,7 +148,7 @@ def test_a_command_over_the_size_limit_is_refused_naming_the_job_and_the_limit(t
         assert len(ok["command"].encode()) == limit
         assert server.wait("big", ok["id"])["status"] == "complete"
         # On a schedule, each slot is a run that fails at once with the cause.
-        failed = poll(lambda: [e for e in server.get("/jobs/later").json()["executions"]
+        failed = wait_for(lambda: [e for e in server.get("/jobs/later").json()["executions"]
                                if e["state"] == "finished"], 30, "a failed scheduled run")
         assert failed[0]["status"] == "fail" and f"limit of {limit} bytes" in failed[0]["events"][-1]["cause"]
         assert "Traceback" not in server.log()

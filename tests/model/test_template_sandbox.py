@@ -8,7 +8,6 @@ import pytest
 import requests
 
 from overseer.exceptions import ParamError
-from overseer.http.server import HttpServer
 from overseer.model import render
 from overseer.model.vars import VarSpec
 
@@ -40,19 +39,14 @@ def test_a_missing_key_of_a_map_is_still_nothing():
     assert render.render_command(job, {"m": {"here": "x y"}}) == "echo [] 'x y'"
 
 
-def test_the_trigger_is_a_400_and_nothing_runs(system_factory, tmp_path, caplog):
+def test_the_trigger_is_a_400_and_nothing_runs(serve, tmp_path, caplog):
     canary = tmp_path / "ran"
-    system = system_factory({"sneaky.yml": {"command": f"touch {canary} {{{{ v.__class__ }}}}",
-                                            "vars": [{"name": "v", "default": "x"}]}})
-    http = HttpServer(system, system.config)
-    http.start()
-    try:
-        with caplog.at_level(logging.INFO):
-            r = requests.post(system.config.base_url + "/jobs/sneaky", json={}, timeout=30)
-        assert r.status_code == 400, r.text
-        assert r.json()["error"] == ("job 'sneaky': rendering the command failed: the template uses "
-                                     "'__class__' of a str value, which the sandbox does not allow")
-        assert system.executions("sneaky") == [] and not canary.exists()
-        assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
-    finally:
-        http.stop()
+    system, _ = serve({"sneaky.yml": {"command": f"touch {canary} {{{{ v.__class__ }}}}",
+                                      "vars": [{"name": "v", "default": "x"}]}})
+    with caplog.at_level(logging.INFO):
+        r = requests.post(system.config.base_url + "/jobs/sneaky", json={}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == ("job 'sneaky': rendering the command failed: the template uses "
+                                 "'__class__' of a str value, which the sandbox does not allow")
+    assert system.executions("sneaky") == [] and not canary.exists()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]

@@ -22,8 +22,8 @@ import pytest
 
 from overseer.process import cgroups
 
-from ..conftest import wait_finished, wait_for
 from ..serving import alive
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,9 @@ from overseer.exceptions import ConfigError, IdentityError
 from overseer.http import server as http_server
 from overseer.process import cgroups, identity, spawn
 
-from ..conftest import make_config, wait_finished, wait_for
-from ..serving import Server, alive, poll
+from ..conftest import make_config
+from ..serving import Server, alive
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -118,8 +119,8 @@ def _fields(text: str) -> dict:
 
 
 def _lines(server: Server, job: str, ident: int, count: int) -> list[str]:
-    return poll(lambda: len(lines := server.get(f"/jobs/{job}/{ident}/stdout").text.splitlines()) >= count
-                and lines, 30, f"{count} lines from {job}/{ident}")
+    return wait_for(lambda: len(lines := server.get(f"/jobs/{job}/{ident}/stdout").text.splitlines()) >= count
+                    and lines, 30, f"{count} lines from {job}/{ident}")
 
 
 def _uid_of(pid: int) -> int:
@@ -216,15 +217,15 @@ def test_a_token_read_from_another_jobs_environ_is_refused(tree, tmp_path, serve
     assert server.execution("victim", 1)["state"] == "running" and alive(pid)
     # each refusal is logged, naming the process; the token itself appears in no log line
     me = f"event socket: refused pid {os.getpid()} (uid {os.getuid()}): the calling process"
-    poll(lambda: me in server.log(), 10, "the outsider's refusal logged")
+    wait_for(lambda: me in server.log(), 10, "the outsider's refusal logged")
     assert server.log().count("event socket: refused pid") >= 3  # the thief's two, and this one
     assert token not in server.log() and got["token"] not in server.log()
     # the API still reaches the whole tree
     assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
     assert server.wait("victim", 1)["signal"] == "SIGKILL"
-    poll(lambda: not alive(pid), 10, "the victim to end")
+    wait_for(lambda: not alive(pid), 10, "the victim to end")
     if tree == "cgroup":
-        poll(lambda: not alive(child), 10, "the victim's setsid child to end")
+        wait_for(lambda: not alive(child), 10, "the victim's setsid child to end")
     elif alive(child):  # the process group alone does not reach it (docs/guarantees.rst)
         os.kill(child, 9)
 
@@ -358,13 +359,13 @@ def test_run_as_uid_range_keeps_jobs_apart(path, open_tmp, servers):
     server.wait("tool", tool)
     assert server.get(f"/jobs/tool/{tool}/stdout").text == "the original tool\n"
     # after it: its TMPDIR and its cgroup (with the one it made) are gone
-    poll(lambda: not os.path.exists(got["tmpdir"]), 10, "the probe's TMPDIR to be removed")
-    poll(lambda: not (CGROUP_MOUNT / got["cgroup"].lstrip("/")).exists(), 10,
-         "the probe's cgroup to be removed")
+    wait_for(lambda: not os.path.exists(got["tmpdir"]), 10, "the probe's TMPDIR to be removed")
+    wait_for(lambda: not (CGROUP_MOUNT / got["cgroup"].lstrip("/")).exists(), 10,
+             "the probe's cgroup to be removed")
     # a kill through the API reaches the whole tree of a job that is not root
     assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
     assert server.wait("victim", 1)["signal"] == "SIGKILL"
-    poll(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
+    wait_for(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
     assert server.stop() == 0
 
 
@@ -381,7 +382,7 @@ def test_run_as_uid_range_without_cgroups_kills_what_left_the_group(path, open_t
     assert _uid_of(child) in UID_RANGE
     assert server.req("PUT", "/jobs/victim/1", json={"event": "kill"}).status_code == 202
     assert server.wait("victim", 1)["signal"] == "SIGKILL"
-    poll(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
+    wait_for(lambda: not alive(pid) and not alive(child), 10, "the victim's tree to end")
 
 
 @needs_root

@@ -7,7 +7,7 @@ import pytest
 
 from overseer.process.ready_pool import ReadyPool
 
-from ..conftest import wait_for
+from ..waiting import wait_for
 
 
 class Maker:

@@ -11,7 +11,7 @@ import pytest
 
 from overseer.store import Store
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 from .test_faults_tree import tree  # noqa: F401 - the fixture: cgroup and process-group paths
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from overseer.process import spawn
 from overseer.process.job_process import ExitStatus, process_start_time
 from overseer.process.runner import ProcessMonitor
 
-from ..conftest import wait_for
 from ..serving import alive
+from ..waiting import wait_for
 
 ENV = {b"PATH": b"/usr/bin:/bin", b"LANG": b"C"}
 _names = iter(range(1 << 30))

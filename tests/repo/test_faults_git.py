@@ -13,7 +13,8 @@ from overseer.actors import repo_sync
 
 from overseer.repo.load import MAX_JOB_FILE_BYTES
 
-from ..conftest import git, make_config, wait_finished, wait_for
+from ..conftest import git, make_config
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 from overseer.repo import load as jobmodel
 from overseer.repo.parse_cache import ParseCache
+
+from ..waiting import wait_for
 
 
 def _write(root, files):
@@ -17,15 +18,12 @@ def _write(root, files):
 
 def _saved(cache_path, count):
     """Wait for the cache (written on a thread of its own) to hold ``count`` entries."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def holds() -> bool:
         try:
-            if len(pickle.loads(cache_path.read_bytes())["entries"]) == count:
-                return
+            return len(pickle.loads(cache_path.read_bytes())["entries"]) == count
         except Exception:  # noqa: BLE001 - not there, or not written yet
-            pass
-        time.sleep(0.01)
-    raise AssertionError("the cache was not written")
+            return False
+    wait_for(holds, 10, "the cache to be written", interval=0.01)
 
 
 FILES = {f"team/job{i}.yml": f"command: echo {i} {{{{ who }}}}\nvars:\n  - {{name: who, default: x{i}}}\n"

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from ..conftest import make_config, wait_finished, wait_for
+from ..conftest import make_config
+from ..waiting import wait_finished, wait_for
 
 
 class Gate:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ..conftest import JobRepo, git
-from ..serving import Server, poll
+from ..serving import Server
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,8 @@ def _push(work: JobRepo, bare: Path) -> str:
 def _synced(server: Server, commit: str) -> dict:
     """POST /repo/sync, then GET /repo once it serves ``commit`` with no sync error."""
     assert server.req("POST", "/repo/sync").status_code == 202
-    return poll(lambda: (info := server.get("/repo").json())["commit"] == commit
-                and "sync_error" not in info and info, 30, f"the sync of {commit[:12]}")
+    return wait_for(lambda: (info := server.get("/repo").json())["commit"] == commit
+                    and "sync_error" not in info and info, 30, f"the sync of {commit[:12]}")
 
 
 def _output(server: Server, job: str) -> bytes:
@@ -61,9 +62,9 @@ def test_a_restart_with_the_remote_away_serves_the_last_synced_commit(tmp_path):
         assert _output(server, "a") == b"two\n"
         assert server.get("/jobs/a").json()["commit"] == last["commit"]
         ticks = len(server.get("/jobs/tick?limit=1000").json()["executions"])
-        poll(lambda: len(server.get("/jobs/tick?limit=1000").json()["executions"]) > ticks, 20,
-             "the schedule to fire in this life of the server")
-        poll(lambda: server.log().count(" listening on ") == 2, 10, "the start's log lines")
+        wait_for(lambda: len(server.get("/jobs/tick?limit=1000").json()["executions"]) > ticks, 20,
+                 "the schedule to fire in this life of the server")
+        wait_for(lambda: server.log().count(" listening on ") == 2, 10, "the start's log lines")
         lines = [line for line in server.log().splitlines() if " ERROR " in line and "sync failed" in line]
         assert lines and f"serving the 2 jobs of {last['commit'][:12]}, as before the restart" in lines[-1]
         # the remote comes back with a new commit: the next sync takes it
@@ -139,7 +140,7 @@ def test_a_branch_that_does_not_exist_is_named_with_the_branches_that_do(tmp_pat
         expected = "branch 'main' does not exist in the repository; its branches: dev, master"
         assert info["commit"] is None and info["sync_error"] == expected, info
         assert server.get("/jobs").json() == {"jobs": []}
-        poll(lambda: " listening on " in server.log(), 10, "the start's log lines")
+        wait_for(lambda: " listening on " in server.log(), 10, "the start's log lines")
         errors = [line for line in server.log().splitlines() if " ERROR " in line]
         assert len(errors) == 1 and expected in errors[0] and "no jobs are served" in errors[0], errors
         assert " WARNING " not in server.log()

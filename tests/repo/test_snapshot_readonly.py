@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ..conftest import mounts_under
-from ..serving import Server, poll
+from ..serving import Server
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks are those of a job running as root")
 
@@ -83,8 +84,8 @@ def commit_and_sync(server: Server, files: dict) -> str:
     commit = server.repo.commit(files)
     r = server.req("POST", "/repo/sync")
     assert r.status_code == 202, r.text
-    poll(lambda: server.get("/repo").json()["commit"] == commit, 30, f"the sync to {commit[:12]}")
-    poll(lambda: (server.data / "snapshots" / commit).is_dir(), 30, f"the snapshot of {commit[:12]}")
+    wait_for(lambda: server.get("/repo").json()["commit"] == commit, 30, f"the sync to {commit[:12]}")
+    wait_for(lambda: (server.data / "snapshots" / commit).is_dir(), 30, f"the snapshot of {commit[:12]}")
     return commit
 
 
@@ -140,10 +141,10 @@ def test_a_write_through_one_snapshot_never_reaches_another_commits(tmp_path):
         assert server.wait("hold", hold)["status"] == "complete"
         # Unused now: the next sync removes the first snapshot, mounted read-only as it is.
         third = commit_and_sync(server, {"other.txt": "y\n"})
-        poll(lambda: not (trees / first).exists() and not (server.data / "snapshots" / first).exists(),
-             30, "the unused snapshot removed")
-        poll(lambda: not [p for p in trees.iterdir() if p.name.startswith(".trash-")], 30,
-             "the removed snapshot deleted")
+        wait_for(lambda: not (trees / first).exists() and not (server.data / "snapshots" / first).exists(),
+                 30, "the unused snapshot removed")
+        wait_for(lambda: not [p for p in trees.iterdir() if p.name.startswith(".trash-")], 30,
+                 "the removed snapshot deleted")
         record, out = run(server, "tool")
         assert record["commit"] == third and out == b"original\n"
     finally:
@@ -219,8 +220,8 @@ def test_trees_written_in_the_view_itself_are_made_anew_not_run(tmp_path):
         assert mounts_under(server.data) == [str(server.data / "snapshots")]
         assert_untouched(server, commit)
         trees = server.data / TREES
-        poll(lambda: not [p for p in trees.iterdir() if p.name.startswith(".trash-")], 30,
-             "the old trees deleted")
+        wait_for(lambda: not [p for p in trees.iterdir() if p.name.startswith(".trash-")], 30,
+                 "the old trees deleted")
     finally:
         server.stop()
     assert mounts_under(tmp_path) == []

@@ -1,7 +1,8 @@
 """RepoSync end to end: real git commits, snapshots, last good definitions."""
 from __future__ import annotations
 
-from ..conftest import git, wait_finished, wait_for
+from ..conftest import git
+from ..waiting import wait_finished, wait_for
 
 
 def test_sync_adds_changes_and_removes_jobs(system_factory, job_repo):

@@ -17,8 +17,8 @@ import pytest
 from overseer.exceptions import StoreError
 from overseer.store import Store
 
-from ..conftest import wait_finished
-from ..serving import poll, start_server
+from ..serving import start_server
+from ..waiting import wait_finished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,8 +63,8 @@ def test_a_stalled_follower_does_not_make_the_file_grow(tmp_path):
     follower = socket.create_connection(("127.0.0.1", server.port))
     try:
         server.run("held")
-        poll(lambda: int(server.req("HEAD", "/jobs/held/1/stdout").headers["Content-Length"]) == HELD,
-             30, "held's output")
+        wait_for(lambda: int(server.req("HEAD", "/jobs/held/1/stdout").headers["Content-Length"]) == HELD,
+                 30, "held's output")
         follower.sendall(b"GET /jobs/held/1/stdout?follow=true HTTP/1.1\r\nHost: localhost\r\n\r\n")
         received = bytearray(follower.recv(1024))
         assert received.startswith(b"HTTP/1.1 200")   # then it reads nothing for a while
@@ -73,8 +73,8 @@ def test_a_stalled_follower_does_not_make_the_file_grow(tmp_path):
         for _ in range(12):
             idents = [server.run("churn")["id"] for _i in range(5)]
             for ident in idents:  # finished, or finished and pruned already by a later create
-                poll(lambda ident=ident: (r := server.get(f"/jobs/churn/{ident}")).status_code == 404
-                     or r.json()["state"] == "finished", 30, f"churn/{ident} to finish")
+                wait_for(lambda ident=ident: (r := server.get(f"/jobs/churn/{ident}")).status_code == 404
+                         or r.json()["state"] == "finished", 30, f"churn/{ident} to finish")
                 churned += 4_000_000
             assert server.execution("held", 1)["state"] == "running"
         # retention prunes at each create the finished runs beyond the newest two
@@ -146,7 +146,7 @@ def test_more_readers_than_reader_slots_is_a_clean_503(tmp_path):
         server.run("hello")
         server.wait("hello", 1)
         server.run("long")
-        poll(lambda: server.get("/jobs/long/1/stdout").content == b"started\n", 20, "long to start")
+        wait_for(lambda: server.get("/jobs/long/1/stdout").content == b"started\n", 20, "long to start")
         hog, taken = _hog(server.data / "store")
         try:
             assert taken > 900
@@ -171,8 +171,8 @@ def test_more_readers_than_reader_slots_is_a_clean_503(tmp_path):
         assert server.run("hello")["id"] == 3
         assert server.wait("hello", 3)["status"] == "complete"
         ticks = len(server.get("/jobs/tick?limit=1000").json()["executions"])
-        poll(lambda: len(server.get("/jobs/tick?limit=1000").json()["executions"]) > ticks, 15,
-             "the schedule to go on")
+        wait_for(lambda: len(server.get("/jobs/tick?limit=1000").json()["executions"]) > ticks, 15,
+                 "the schedule to go on")
         assert server.proc.poll() is None
     finally:
         assert server.stop() == 0
@@ -249,6 +249,6 @@ def test_stale_reader_slots_of_a_process_killed_while_serving_are_reclaimed(tmp_
         assert server.get("/jobs/hello/1").status_code == 503
         os.kill(hog.pid, signal.SIGKILL)
         hog.wait()
-        poll(lambda: server.get("/jobs/hello/1").status_code == 200, 2, "the slots to be reclaimed")
+        wait_for(lambda: server.get("/jobs/hello/1").status_code == 200, 2, "the slots to be reclaimed")
     finally:
         assert server.stop() == 0

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ..conftest import wait_finished
+from ..waiting import wait_finished
 
 pytestmark = pytest.mark.slow
 

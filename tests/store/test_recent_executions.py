@@ -8,12 +8,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from overseer.http.server import HttpServer
 from overseer.store import Store
 from overseer.store import recent as store_recent
 from overseer.store.recent import RecentQuery
 
-from ..http.test_http import JOBS, Api, error_of
+from ..http.test_http import JOBS
+from ..served import Api, error_of
 
 T = "2026-03-01T12:00:{:02d}.{:06d}Z"
 
@@ -26,12 +26,8 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def served(system_factory):
-    system = system_factory(JOBS)
-    server = HttpServer(system, system.config)
-    server.start()
-    yield Api(system, server)
-    server.stop()
+def served(serve):
+    return Api(*serve(JOBS))
 
 
 def made(store: Store, job: str, second: int, micro: int = 0, **fields) -> dict:

@@ -24,7 +24,7 @@ from overseer.store import Store
 from overseer.store import output as store_output
 from overseer.store.keys import job_prefix, u64
 
-from ..conftest import wait_for
+from ..waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG = 1 << 40
@@ -584,9 +584,8 @@ def test_activation(tmp_path):
         assert not store.is_active("a") and store.is_active("b")
         syncs = store.stats()["syncs"]
         store.set_active("b.c", True)
-        deadline = time.monotonic() + 10           # durable: the fsync thread flushes it at once
-        while store.stats()["syncs"] <= syncs and time.monotonic() < deadline:
-            store.wait_commit(0.01)
+        # durable: the fsync thread flushes it at once
+        wait_for(lambda: store.stats()["syncs"] > syncs, 10, "the fsync", interval=0.01)
         assert store.stats()["syncs"] > syncs
     with Store(tmp_path / "db") as store:
         assert store.inactive_jobs() == {"a"}

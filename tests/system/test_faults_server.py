@@ -17,7 +17,8 @@ import pytest
 
 from overseer.store import Store
 
-from ..serving import Server, alive, group_alive, poll, rss_kib, start_server
+from ..serving import Server, alive, group_alive, rss_kib, start_server
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -76,9 +77,9 @@ def test_sigkill_with_50_streaming_executions(tmp_path):
         for i in range(1, count + 1):
             assert server.run("stream")["id"] == i
         # every execution is running and its output is streaming through the server
-        poll(lambda: all(server.get(f"/jobs/stream/{i}/stderr").content for i in range(1, count + 1)), 60,
-             "all 50 executions to stream")
-        poll(lambda: len(server.get("/jobs/tick").json()["executions"]) >= 2, 20, "two scheduled ticks")
+        wait_for(lambda: all(server.get(f"/jobs/stream/{i}/stderr").content for i in range(1, count + 1)), 60,
+                 "all 50 executions to stream")
+        wait_for(lambda: len(server.get("/jobs/tick").json()["executions"]) >= 2, 20, "two scheduled ticks")
         acked = {i: (server.get(f"/jobs/stream/{i}/stdout").content,
                      server.get(f"/jobs/stream/{i}/stderr").content) for i in range(1, count + 1)}
         pgids = {i: int(acked[i][0].split(b"\n", 1)[0].split()[1]) for i in acked}
@@ -111,14 +112,14 @@ def test_sigkill_with_50_streaming_executions(tmp_path):
                 server.get(f"/jobs/stream/{i}/stderr").content)
         # the orphaned process groups are terminated by the restart
         for pgid in pgids.values():
-            poll(lambda pgid=pgid: not group_alive(pgid), 15, f"process group {pgid} to end")
+            wait_for(lambda pgid=pgid: not group_alive(pgid), 15, f"process group {pgid} to end")
         # ids continue, never reused
         assert server.run("stream")["id"] == count + 1
         server.req("PUT", f"/jobs/stream/{count + 1}", json={"event": "kill"})
         # the schedule resumes, and no slot fired twice
-        poll(lambda: any(_iso(e["scheduled_for"]) > killed_at
+        wait_for(lambda: any(_iso(e["scheduled_for"]) > killed_at
                          for e in server.get("/jobs/tick?limit=1000").json()["executions"]),
-             20, "a tick after the restart")
+                 20, "a tick after the restart")
         ticks = server.get("/jobs/tick?limit=1000").json()["executions"]
         slots = [e["scheduled_for"] for e in ticks]
         assert len(slots) == len(set(slots))
@@ -151,8 +152,8 @@ def test_sigterm_under_load_exits_0_and_finishes_everything(tmp_path):
                      if r["state"] == "running"]
             return found if len(found) == 20 else None
 
-        running = poll(running, 30, "20 running")
-        poll(lambda: all(server.get(f"/jobs/{r['job']}/{r['id']}/stdout").content.startswith(b"pgid")
+        running = wait_for(running, 30, "20 running")
+        wait_for(lambda: all(server.get(f"/jobs/{r['job']}/{r['id']}/stdout").content.startswith(b"pgid")
                          for r in running), 30, "every running job to print its pgid")
         pgids = [int(server.get(f"/jobs/{r['job']}/{r['id']}/stdout").content.split()[1]) for r in running]
         began = time.monotonic()
@@ -164,7 +165,7 @@ def test_sigterm_under_load_exits_0_and_finishes_everything(tmp_path):
         took = time.monotonic() - began
         assert code == 0, server.log()[-3000:]
         for pgid in pgids:
-            poll(lambda pgid=pgid: not group_alive(pgid), 5, f"process group {pgid} to end")
+            wait_for(lambda pgid=pgid: not group_alive(pgid), 5, f"process group {pgid} to end")
         with Store(server.data / "store") as store:
             records = store.list_executions("busy", 100) + store.list_executions("stubborn", 100)
         assert len(records) == 25
@@ -192,8 +193,8 @@ def test_restart_storm_never_fires_a_slot_twice(tmp_path):
         for restart in range(5):
             server.start()
             seen = len(server.get("/jobs/cron?limit=1000").json()["executions"])
-            poll(lambda seen=seen: len(server.get("/jobs/cron?limit=1000").json()["executions"]) > seen, 10,
-                 "a tick in this life of the server")
+            wait_for(lambda seen=seen: len(server.get("/jobs/cron?limit=1000").json()["executions"]) > seen,
+                     10, "a tick in this life of the server")
             if restart % 2:
                 server.kill()
                 exits.append("killed")
@@ -202,8 +203,9 @@ def test_restart_storm_never_fires_a_slot_twice(tmp_path):
         server.start()
         for job in ("cron", "period"):
             seen = len(server.get(f"/jobs/{job}?limit=1000").json()["executions"])
-            poll(lambda job=job, seen=seen: len(server.get(f"/jobs/{job}?limit=1000").json()["executions"])
-                 >= seen + 2, 10, f"{job} ticking after the storm")
+            wait_for(lambda job=job, seen=seen:
+                     len(server.get(f"/jobs/{job}?limit=1000").json()["executions"]) >= seen + 2,
+                     10, f"{job} ticking after the storm")
         assert exits == [0, "killed", 0, "killed", 0]
         for job in ("cron", "period"):
             runs = server.get(f"/jobs/{job}?limit=1000").json()["executions"]

@@ -16,7 +16,8 @@ import pytest
 from overseer.http.app import OPENAPI
 
 from ..conftest import JobRepo, Receiver
-from ..serving import poll, start_server
+from ..serving import start_server
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -344,7 +345,7 @@ def test_repository_token_is_never_shown(hostile):
     hostile.served.close()
     r = hostile.req("POST", "/repo/sync")
     assert r.status_code == 202
-    repo = poll(lambda: (x := hostile.get("/repo").json()).get("sync_error") and x, 30, "the sync error")
+    repo = wait_for(lambda: (x := hostile.get("/repo").json()).get("sync_error") and x, 30, "the sync error")
     answers = [json.dumps(repo), hostile.get("/jobs").text, hostile.get("/jobs/hooked").text,
                hostile.get(f"/jobs/hooked/{ident}").text, hostile.get(f"/jobs/hooked/{ident}/output").text,
                hostile.get("/openapi.json").text]
@@ -359,7 +360,7 @@ def test_repository_token_is_never_shown(hostile):
     def logged() -> str | None:
         text = hostile.log()
         return text if "sync failed" in text else None
-    log = poll(logged, 10, "the sync's log line")
+    log = wait_for(logged, 10, "the sync's log line")
     assert "loaded" in log and "sync failed" in log
     assert SECRET not in log
     leaking = [str(p.relative_to(hostile.data)) for p in hostile.data.rglob("*")
@@ -433,7 +434,7 @@ def test_webhook_redirects_are_not_followed_and_silence_times_out(monkeypatch, s
 
     from overseer.actors import notifier
 
-    from ..conftest import wait_finished
+    from ..waiting import wait_finished
 
     monkeypatch.setattr(notifier, "TIMEOUT", (1, 0.5))       # (3.05, 10) s in production
     monkeypatch.setattr(notifier, "BACKOFF_FIRST", 0.05)      # 0.5 s in production
@@ -447,8 +448,9 @@ def test_webhook_redirects_are_not_followed_and_silence_times_out(monkeypatch, s
         assert wait_finished(s, "j", 1)["status"] == "complete"
         # the silent receiver delays nobody: the others get theirs at once
         receiver.wait(lambda r: any(p == "/ok" for p, _, _ in r))
-        poll(lambda: all(r.posts == 1 for r in redirects), 10, "each redirect delivered once")
-        poll(lambda: "given up after attempt 6 (ReadTimeout)" in caplog.text, 30, "the silent hook given up")
+        wait_for(lambda: all(r.posts == 1 for r in redirects), 10, "each redirect delivered once")
+        wait_for(lambda: "given up after attempt 6 (ReadTimeout)" in caplog.text, 30,
+                 "the silent hook given up")
         assert silent.accepted == 6       # each attempt timed out, then it was given up
         assert not any(p == "/elsewhere" for p, _, _ in receiver.received)
         assert all(r.posts == 1 for r in redirects)  # a redirect is final: not retried, not followed

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ..conftest import free_port
-from ..serving import OVERSEER, Server, alive, poll
+from ..serving import OVERSEER, Server, alive
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def _serve(config: dict, path: Path, timeout: float = 60) -> subprocess.Complete
 
 def _running(server: Server) -> dict:
     record = server.run("long")
-    poll(lambda: server.get(f"/jobs/long/{record['id']}/stdout").content == b"up\n", 30, "long to start")
+    wait_for(lambda: server.get(f"/jobs/long/{record['id']}/stdout").content == b"up\n", 30, "long to start")
     return server.execution("long", record["id"])
 
 
@@ -115,7 +116,7 @@ def test_a_taken_port_is_refused_before_the_recovery(tmp_path):
         server.start()                      # the port is free: now it does
         lost = server.execution("long", run["id"])
         assert lost["state"] == "finished" and [e["name"] for e in lost["events"]].count("lost") == 1
-        poll(lambda: not alive(run["pid"]), 30, "the left-over job to be ended")
+        wait_for(lambda: not alive(run["pid"]), 30, "the left-over job to be ended")
         assert server.stop() == 0
     finally:
         server.kill()

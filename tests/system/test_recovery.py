@@ -14,7 +14,8 @@ from overseer.actors.system import System
 
 from overseer.store import Store
 
-from ..conftest import make_config, wait_for
+from ..conftest import make_config
+from ..waiting import wait_for
 
 SERVER = textwrap.dedent("""
     import json, sys, threading

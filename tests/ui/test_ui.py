@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 from .ui_browser import _browser, _page, _ui  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.browser

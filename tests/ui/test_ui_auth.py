@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ..conftest import wait_finished
+from ..waiting import wait_finished
 from .ui_browser import _browser, _page, _ui  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,7 @@ import threading
 
 import requests
 
-from ..conftest import wait_finished, wait_for
+from ..waiting import wait_finished, wait_for
 from .ui_browser import _ui  # noqa: F401 - the fixture
 
 GATED = "echo first; while [ ! -e {{ gate }} ]; do sleep 0.02; done; echo second"

@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from overseer.http.server import HttpServer
-
-from ..http.test_http import Api
+from ..served import Api
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -82,16 +80,8 @@ class UiServer(Api):
 
 
 @pytest.fixture(name="ui")
-def _ui(system_factory):
-    servers = []
-
+def _ui(serve):
     def start(files: dict, **overrides) -> UiServer:
-        system = system_factory(files, **overrides)
-        server = HttpServer(system, system.config)
-        server.start()
-        servers.append(server)
-        return UiServer(system, server)
+        return UiServer(*serve(files, **overrides))
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
