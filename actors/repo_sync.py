@@ -19,25 +19,24 @@ import dataclasses
 import datetime as _dt
 import logging
 import os
-import re
 import shutil
 import threading
 import types
 from concurrent.futures import Future
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
 
-import git
 import pykka
 
-from overseer.exceptions import JobDefinitionError, RepositoryError
+from overseer.exceptions import GitError, JobDefinitionError, RepositoryError
+from overseer.repo import git
 from overseer.repo import load as jobmodel
 from overseer.repo import state as repo_state
 from overseer.repo.catalog import JobSet
 from overseer.repo.checkout_queue import CheckoutCancelled
+from overseer.repo.git import check_url, redact_url
 from overseer.repo.parse_cache import ParseCache
 from overseer.repo.snapshot_view import close_view, open_view, trees_of
-from overseer.repo.snapshots import GIT_CONFIG, Snapshots
+from overseer.repo.snapshots import Snapshots
 from overseer.repo.state import STATE_FILE, RepoState
 from overseer.repo.tree import TreeError
 
@@ -46,56 +45,7 @@ from .messages import JobsLoaded
 
 log = logging.getLogger(__name__)
 
-GIT_TIMEOUT = 300
 BRANCHES_SHOWN = 20  # a missing branch's error names at most this many of those that exist
-_GIT_CONFIG = GIT_CONFIG
-
-
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials: for logs and the API."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
-    return url
-
-
-def scrub(text: str) -> str:
-    """Remove credentials from any URL inside ``text``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
-
-
-def check_url(url: str) -> str:
-    if not url or url.startswith("-"):
-        raise RepositoryError(f"repository.url {redact_url(url)!r} is not a usable git URL")
-    if url.lower().startswith("ext::") or "::" in url.split("/", 1)[0]:
-        raise RepositoryError(f"repository.url {redact_url(url)!r}: remote helper transports are refused")
-    return url
-
-
-# A remote that stops answering (a black-holed host, a proxy that accepts and hangs) must not hold
-# the sync, and the first start, for GIT_TIMEOUT: a transfer slower than 1 byte/s for a minute is
-# given up (git's GIT_HTTP_LOW_SPEED_* for http(s), keep-alives for ssh). The environment may
-# set other values.
-LOW_SPEED_TIME = "60"
-SSH_COMMAND = "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
-
-
-def _git_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("GIT_HTTP_LOW_SPEED_LIMIT", "1")
-    env.setdefault("GIT_HTTP_LOW_SPEED_TIME", LOW_SPEED_TIME)
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="/bin/false",
-               GIT_SSH_COMMAND=env.get("GIT_SSH_COMMAND", SSH_COMMAND))
-    return env
 
 
 class RepoSync(Pingable, pykka.ThreadingActor):
@@ -107,7 +57,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         self.branch = cfg.branch
         self.git_dir = ctx.config.data_path / "repo.git"
         # Written in data_dir/snapshot-trees; runs see them read-only in data_dir/snapshots.
-        self.snapshots = Snapshots(trees_of(ctx.catalog.snapshots), self.git_dir, _git_env())
+        self.snapshots = Snapshots(trees_of(ctx.catalog.snapshots), self.git_dir, git.environment())
         self._poller: Optional[threading.Thread] = None
         self._halt = threading.Event()
         self.parse_cache: Optional[ParseCache] = None
@@ -162,8 +112,8 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         synced_at = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             commit = self._fetch()
-        except (RepositoryError, git.GitCommandError, OSError) as e:
-            message = str(e) if isinstance(e, RepositoryError) else self._fetch_error(e)
+        except (RepositoryError, OSError) as e:
+            message = self._fetch_error(e) if isinstance(e, (GitError, OSError)) else str(e)
             if previous.commit is None:
                 serving = "no jobs are served until a sync succeeds"
             else:
@@ -230,15 +180,13 @@ class RepoSync(Pingable, pykka.ThreadingActor):
 
     def _fetch_error(self, e: Exception) -> str:
         """What a failed fetch says; a branch the remote does not have is named with those it has."""
-        message = _git_error(e)
+        message = git.error_text(e)
         if "couldn't find remote ref" not in message:
             return message
         try:
-            listing = _git(["ls-remote", "--heads", "--", self.url], cwd=self.git_dir)
-        except (git.GitCommandError, OSError):
+            heads = git.remote_heads(self.git_dir, self.url)
+        except (GitError, OSError):
             return message
-        heads = sorted(line.split("refs/heads/", 1)[1] for line in listing.splitlines()
-                       if "\trefs/heads/" in line)
         if self.branch in heads:
             return message
         if not heads:
@@ -252,10 +200,7 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         check_url(self.url)
         if not (self.git_dir / "HEAD").exists():
             self._init_clone()
-        ref = f"refs/remotes/origin/{self.branch}"
-        _git(["fetch", "--no-tags", "--no-recurse-submodules", "--force", "--quiet", "--", self.url,
-              f"+refs/heads/{self.branch}:{ref}"], cwd=self.git_dir)
-        return _git(["rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=self.git_dir)
+        return git.fetch(self.git_dir, self.url, self.branch)
 
     def _init_clone(self) -> None:
         """The bare repository. From a local path, a clone (which hard-links the objects: a
@@ -266,18 +211,17 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.isdir(self.url):
             try:
-                _git(["clone", "--bare", "--local", "--single-branch", "--no-tags", "--quiet", "--branch",
-                      self.branch, "--", self.url, str(tmp)])
+                git.clone_bare(self.url, self.branch, tmp)
                 os.rename(tmp, self.git_dir)
                 return
-            except git.GitCommandError as e:
-                message = _git_error(e)
+            except GitError as e:
+                message = str(e)
                 # A missing branch is the fetch's error too, said once, with the branches there are.
                 log.log(logging.DEBUG if "not found in upstream" in message else logging.WARNING,
                         "repository %s: local clone failed (%s); fetching instead", self.url, message)
                 shutil.rmtree(tmp, ignore_errors=True)
         self.git_dir.mkdir(exist_ok=True)
-        _git(["init", "--quiet", "--bare"], cwd=self.git_dir)
+        git.init_bare(self.git_dir)
 
     def _load(self, commit: str, previous: JobSet, synced_at: Optional[str], first: bool) -> JobSet:
         """The jobs of ``commit``; a job whose file it breaks keeps its definition in ``previous``.
@@ -373,17 +317,3 @@ class RepoSync(Pingable, pykka.ThreadingActor):
         keep |= {r.get("commit") for r in unfinished}
         self.snapshots.remove_unused(keep)
 
-
-def _git(args: list[str], cwd: Optional[os.PathLike] = None) -> str:
-    """Run ``git ARGS`` through GitPython (hooks off, no ext:: transport, no prompts); its stdout,
-    stripped. A command that does not complete in ``GIT_TIMEOUT`` seconds is killed; a failure
-    is ``git.GitCommandError``."""
-    return git.Git(None if cwd is None else str(cwd)).execute(
-        ["git", *_GIT_CONFIG, *args], env=_git_env(), kill_after_timeout=GIT_TIMEOUT)
-
-
-def _git_error(e: Exception) -> str:
-    if isinstance(e, git.GitCommandError):
-        stderr = (e.stderr or "").strip().replace("stderr: ", "").strip("'\n ")
-        return f"git failed: {scrub(stderr) if stderr else e.status}"
-    return scrub(str(e))

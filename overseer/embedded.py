@@ -6,10 +6,10 @@ import dataclasses
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from overseer.config import Config, RepositoryConfig
+from overseer.repo import git
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,7 @@ def example_repository(dest: Path) -> Path:
     for sub in ("bin", "scripts"):
         for p in (tmp / sub).glob("*"):
             p.chmod(0o755)
-    env = dict(os.environ, GIT_AUTHOR_NAME="Overseer", GIT_AUTHOR_EMAIL="overseer@localhost",
-               GIT_COMMITTER_NAME="Overseer", GIT_COMMITTER_EMAIL="overseer@localhost")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["commit", "-q", "-m", "Example jobs bundled with Overseer"]):
-        subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=tmp, env=env, check=True,
-                       capture_output=True)
+    git.commit_all(tmp, "Example jobs bundled with Overseer", "Overseer", "overseer@localhost")
     os.rename(tmp, dest)
     log.info("made the example job repository %s", dest)
     return dest

@@ -58,6 +58,11 @@ class RepositoryError(OverseerError):
     """The job repository cannot be cloned, fetched or read."""
 
 
+class GitError(RepositoryError):
+    """A git command that reaches the remote failed; the message is what git said, without
+    credentials."""
+
+
 class DataDirError(OverseerError):
     """The data dir cannot be locked for this server: another server holds it, or its lock file
     cannot be made."""

@@ -22,7 +22,7 @@ on the order a directory lists its entries in) are removed from the snapshot and
 reported; the reports of a commit are kept beside it (``.errors-<sha>.json``) so
 a restart reports them again. The file-system work on a snapshot directory (finding
 and dropping those symlinks, making it read-only, removing it) is in
-overseer/repo/snapshot_files.py.
+overseer/repo/snapshot_files.py; the git commands are in overseer/repo/git.py.
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import Callable, Optional
 
 from overseer.exceptions import RepositoryError
+from overseer.repo import git
 from overseer.repo.checkout_queue import queue_for
 from overseer.repo.snapshot_files import (
     NICE,
@@ -51,9 +52,6 @@ from overseer.repo.snapshot_files import (
 from overseer.repo.tree import Tree, TreeError
 
 log = logging.getLogger(__name__)
-
-GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never",
-              "-c", "submodule.recurse=false", "-c", "core.symlinks=true"]
 
 
 class Snapshots:
@@ -81,12 +79,7 @@ class Snapshots:
         symlink git cannot write)."""
         entries: dict[str, tuple[str, str]] = {}
         links = []
-        for record in self._git("ls-tree", "-r", "-z", "--full-tree", commit).split(b"\0"):
-            if not record:
-                continue
-            meta, _, raw_path = record.partition(b"\t")
-            mode, _kind, oid = meta.decode().split(" ")
-            path = os.fsdecode(raw_path)
+        for mode, oid, path in git.ls_tree(self.git_dir, self.env, commit):
             entries[path] = (mode, oid)
             if mode == "120000":
                 links.append((path, oid))
@@ -100,46 +93,9 @@ class Snapshots:
         return Tree(entries, targets)
 
     def read_blobs(self, oids: list[str], limit: int) -> dict[str, tuple[int, Optional[bytes]]]:
-        """``oid -> (size, bytes)`` of each blob, the bytes None when larger than ``limit``: one
-        ``git cat-file --batch`` for all of them, read as it streams (a large blob is skipped,
-        not held)."""
-        if not oids:
-            return {}
-        proc = subprocess.Popen(["git", *GIT_CONFIG, "cat-file", "--batch", "--buffer"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=dict(self.env, GIT_DIR=str(self.git_dir)), cwd=str(self.git_dir),
-                                bufsize=1 << 16)
-        request = "".join(f"{oid}\n" for oid in oids).encode()
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, request), name="cat-file", daemon=True)
-        feeder.start()
-        blobs: dict[str, tuple[int, Optional[bytes]]] = {}
-        out = proc.stdout
-        try:
-            for oid in oids:
-                header = out.readline().split()
-                if len(header) != 3 or header[1] != b"blob" or header[0].decode() != oid:
-                    raise RepositoryError(f"git cat-file: no blob {oid} "
-                                          f"({b' '.join(header).decode(errors='replace')})")
-                size = int(header[2])
-                if size > limit:
-                    _skip(out, size)
-                    data = None
-                else:
-                    data = out.read(size)
-                    if len(data) != size:
-                        raise RepositoryError(f"git cat-file: blob {oid} cut short")
-                if out.read(1) != b"\n":
-                    raise RepositoryError(f"git cat-file: unexpected output after blob {oid}")
-                blobs[oid] = (size, data)
-        finally:
-            out.close()
-            feeder.join()
-            stderr = proc.stderr.read()
-            proc.stderr.close()
-            code = proc.wait()
-        if code and len(blobs) < len(oids):
-            raise RepositoryError(f"git cat-file failed: {stderr.decode(errors='replace').strip()}")
-        return blobs
+        """``oid -> (size, bytes)`` of each blob, the bytes None when larger than ``limit``
+        (``git.read_blobs``)."""
+        return git.read_blobs(self.git_dir, self.env, oids, limit)
 
     # -- snapshots -------------------------------------------------------------------------------
     def ensure(self, commit: str, base: Optional[str] = None, links: Optional[list[str]] = None,
@@ -220,34 +176,14 @@ class Snapshots:
     def _read_tree(self, commit: str) -> Path:
         index = self.root / f".index-{commit[:12]}-{secrets.token_hex(4)}"
         try:
-            self._git("read-tree", commit, index=index)
+            git.read_tree(self.git_dir, self.env, commit, index)
         except BaseException:
             index.unlink(missing_ok=True)
             raise
         return index
 
-    def _git(self, *args: str, index: Optional[Path] = None, work_tree: Optional[Path] = None,
-             stdin: Optional[bytes] = None, nice: bool = False) -> bytes:
-        env = dict(self.env, GIT_DIR=str(self.git_dir))
-        if index is not None:
-            env["GIT_INDEX_FILE"] = str(index)
-        cmd = [*(NICE if nice else ()), "git", *GIT_CONFIG]
-        if work_tree is not None:
-            cmd += ["--work-tree", str(work_tree)]
-        r = subprocess.run([*cmd, *args], input=stdin, capture_output=True, env=env,
-                           cwd=str(work_tree or self.git_dir))
-        if r.returncode:
-            name = next(a for a in args if not a.startswith("-") and "=" not in a)
-            raise RepositoryError(f"git {name} failed: {r.stderr.decode(errors='replace').strip()}")
-        return r.stdout
-
     def _checkout(self, tmp: Path, index: Path, paths: Optional[list[str]]) -> None:
-        if paths is None:  # parallel workers: file creation, not git, is the cost here
-            self._git("-c", "checkout.workers=4", "-c", "checkout.thresholdForParallelism=100",
-                      "checkout-index", "-a", "-f", index=index, work_tree=tmp, nice=True)
-        elif paths:
-            self._git("checkout-index", "-f", "-z", "--stdin", index=index, work_tree=tmp,
-                      stdin=b"\0".join(os.fsencode(p) for p in paths), nice=True)
+        git.checkout_index(self.git_dir, self.env, index, tmp, paths, nice=tuple(NICE))
 
     def _full(self, tmp: Path, commit: str, index: Path, links: Optional[list[str]]) -> list[tuple[str, str]]:
         self._checkout(tmp, index, None)
@@ -257,9 +193,7 @@ class Snapshots:
 
     def _incremental(self, tmp: Path, base: str, commit: str, index: Path,
                      links: Optional[list[str]]) -> list[tuple[str, str]]:
-        raw = self._git("diff", "--name-status", "-z", "--no-renames", base, commit)
-        fields = raw.split(b"\0")
-        changes = [(fields[i].decode(), os.fsdecode(fields[i + 1])) for i in range(0, len(fields) - 1, 2)]
+        changes = git.changed_paths(self.git_dir, self.env, base, commit)
         tmp.rmdir()
         r = subprocess.run([*NICE, "cp", "-al", str(self.path(base)), str(tmp)], capture_output=True)
         if r.returncode:
@@ -320,18 +254,3 @@ class Snapshots:
             elif path.name.startswith(".index-"):
                 path.unlink(missing_ok=True)
 
-
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, ValueError, OSError):
-        pass   # the reader stopped early; it reports why
-
-
-def _skip(stream: IO[bytes], size: int) -> None:
-    while size > 0:
-        chunk = stream.read(min(size, 1 << 20))
-        if not chunk:
-            raise RepositoryError("git cat-file: output cut short")
-        size -= len(chunk)

@@ -23,7 +23,7 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class RepoState:
-    url: str            # without credentials (overseer/actors/repo_sync.py redact_url)
+    url: str            # without credentials (overseer/repo/git.py redact_url)
     branch: str
     commit: str
     synced_at: Optional[str] = None

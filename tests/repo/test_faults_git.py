@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from overseer.actors import repo_sync
 
+from overseer.repo import git as repo_git
 from overseer.repo.load import MAX_JOB_FILE_BYTES
 
 from ..conftest import git, make_config
@@ -148,7 +148,7 @@ class _BlackHole:
 def test_a_remote_that_never_answers_is_given_up(monkeypatch, tmp_path, job_repo):
     from overseer.actors.system import System
 
-    assert repo_sync._git_env()["GIT_HTTP_LOW_SPEED_TIME"] == repo_sync.LOW_SPEED_TIME  # the default
+    assert repo_git.environment()["GIT_HTTP_LOW_SPEED_TIME"] == repo_git.LOW_SPEED_TIME  # the default
     monkeypatch.setenv("GIT_HTTP_LOW_SPEED_TIME", "2")  # a minute by default; 2 s here
     hole = _BlackHole()
     job_repo.commit({"a.yml": {"command": "true"}})
