@@ -19,11 +19,11 @@ import pykka
 
 from overseer.config import Config
 from overseer.model import executions as ex
+from overseer.model.job import Job
 from overseer.process.identity import Callers
 from overseer.process.run_as import RunAs
 from overseer.process.runner import ProcessMonitor
 from overseer.repo.catalog import Catalog
-from overseer.repo.load import Job
 from overseer.store import Store
 
 from .messages import EventRecorded

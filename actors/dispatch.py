@@ -16,8 +16,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
+from overseer.model.job import Job
 from overseer.model.run_queue import QueuedRun, RunQueue
-from overseer.repo.load import Job
 
 if TYPE_CHECKING:
     from overseer.repo.catalog import Catalog

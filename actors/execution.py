@@ -28,11 +28,11 @@ from overseer import tokens
 from overseer.exceptions import Conflict
 from overseer.model import executions as ex
 from overseer.model import render
+from overseer.model.job import Job
 from overseer.process import run_as, spawn
 from overseer.process.job_process import ExitStatus, Process
 from overseer.process.ready_pool import ReadyPool
 from overseer.process.run_as import Credentials
-from overseer.repo.load import Job
 
 from .messages import OutputTruncated, ProcessExited, Shutdown, TimedOut
 from .pool import ActorPool, PooledActor

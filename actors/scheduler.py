@@ -30,9 +30,9 @@ from overseer.exceptions import OverseerError
 from overseer.model import executions as ex
 from overseer.model import render, render_pool
 from overseer.model import schedule as sched
+from overseer.model.job import Job
 from overseer.model.vars import validate_params
 from overseer.repo.catalog import JobSet
-from overseer.repo.load import Job
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

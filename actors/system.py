@@ -25,12 +25,12 @@ from overseer.data_lock import DataDirLock
 from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
 from overseer.model import executions as ex
 from overseer.model import schedule as sched
+from overseer.model.job import JOB_NAME_RE, Job
 from overseer.model.vars import validate_params
 from overseer.process.identity import Callers, Peer, RefusalLog
 from overseer.process.run_as import RunAs, check_reachable, check_server
 from overseer.process.runner import ProcessMonitor
 from overseer.repo.catalog import Catalog
-from overseer.repo.load import JOB_NAME_RE, Job
 from overseer.repo.snapshot_files import remove_tree
 from overseer.store import Store
 

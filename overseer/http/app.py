@@ -18,11 +18,9 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import select
-import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,11 +28,13 @@ from urllib.parse import quote
 
 from overseer.exceptions import NotFound
 from overseer.model import executions as ex
+from overseer.model.job import JOB_NAME_RE
 from overseer.repo.fields import redact_hooks
-from overseer.repo.load import JOB_NAME_RE
+from overseer.ui import WebUi
 
 from . import errors, recent
 from .errors import HttpError
+from .output import OutputRoutes
 from .request import (
     Request,
     Response,
@@ -49,14 +49,11 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("overseer.http.access")
 
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
-CHUNK = 1 << 20  # bytes per Store read when serving output
-FOLLOW_WAIT = 1.0  # seconds a follower sleeps on the Store between checks
 ID_RE = re.compile(r"[0-9]{1,18}\Z")
 MAX_NAME = 255
 EVENT_BODY = '{"event": NAME, "cause": TEXT}'
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # the methods that change nothing
 SAME_SITE = frozenset(("same-origin", "none"))  # Sec-Fetch-Site of a page of ours, or the user's own
-TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")]
 
 # path pattern (None = a variable segment) -> method -> handler name
 ROUTES: list[tuple[tuple[Optional[str], ...], dict[str, str]]] = [
@@ -72,27 +69,7 @@ ROUTES: list[tuple[tuple[Optional[str], ...], dict[str, str]]] = [
 ]
 
 
-class _Streamed:
-    """A streamed body whose ``close()`` (called by the WSGI server, also when the client goes
-    away) stops the generator and runs ``release`` exactly once."""
-
-    def __init__(self, gen: Iterator[bytes], release: Callable[[], None]):
-        self._gen, self._release, self._closed = gen, release, False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._gen
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._gen.close()
-        finally:
-            self._release()
-
-
-class Api:
+class Api(OutputRoutes):
     """The WSGI application over one running System."""
 
     def __init__(self, system: Any, config: Any):
@@ -111,13 +88,7 @@ class Api:
         self._follows = 0
         self._follow_lock = threading.Lock()
         self._openapi = OPENAPI.read_bytes()
-        from overseer.ui import WebUi  # here: the UI's pages use this module
-
         self.ui = WebUi(self)
-
-    @property
-    def open_follows(self) -> int:
-        return self._follows
 
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -323,98 +294,6 @@ class Api:
             raise NotFound(f"no job named {name!r}")
         return self.system.execution(name, self._ident(name, ident))
 
-    def _output(self, req: Request, record: dict, stream: str) -> Response:
-        job, ident = record["job"], record["id"]
-        offset = req.int_param("offset", 0, 0)
-        follow = req.bool_param("follow")
-        store = self.system.store
-        if follow and req.method != "HEAD":
-            if not self._take_follow():
-                raise errors.too_many_follows(self.max_follows)
-            body = self._follow(job, ident, stream, offset, _disconnect_probe(req.environ))
-            return Response(200, list(TEXT_HEADERS), _Streamed(body, self._release_follow))
-        length = max(0, store.output_size(job, ident, stream) - offset)
-        headers = [*TEXT_HEADERS, ("Content-Length", str(length))]
-        if req.method == "HEAD" or length == 0:
-            return Response(200, headers, b"")
-        if length <= CHUNK:
-            data = store.read_output(job, ident, stream, offset, length)
-            return Response(200, [*TEXT_HEADERS, ("Content-Length", str(len(data)))], data)
-        return Response(200, headers, self._range(job, ident, stream, offset, length))
-
-    def _range(self, job: str, ident: int, stream: str, offset: int, length: int) -> Iterator[bytes]:
-        store = self.system.store
-        while length > 0:
-            data = store.read_output(job, ident, stream, offset, min(CHUNK, length))
-            if not data:  # pruned meanwhile: end the connection rather than send a short body
-                raise ConnectionAbortedError(f"output of {job}/{ident} disappeared while being sent")
-            offset += len(data)
-            length -= len(data)
-            yield data
-
-    def _follow(self, job: str, ident: int, stream: str, offset: int,
-                client_gone: Callable[[], bool]) -> Iterator[bytes]:
-        """The stream from ``offset`` as it grows, until the execution is finished and all of its
-        output is sent, the client goes away, or the server stops. Memory: one chunk at a time."""
-        store = self.system.store
-        try:
-            while not self.closing.is_set():
-                data = store.read_output(job, ident, stream, offset, CHUNK)
-                if not data:
-                    record = store.get_execution(job, ident)
-                    if record is None or record["state"] == "finished":
-                        # output is committed before the record that finishes the execution
-                        data = store.read_output(job, ident, stream, offset, CHUNK)
-                        if not data:
-                            return
-                    else:
-                        if client_gone():
-                            log.debug("%s/%s: the client following %s went away", job, ident, stream)
-                            return
-                        store.wait_output(job, ident, stream, offset, timeout=FOLLOW_WAIT)
-                        continue
-                offset += len(data)
-                yield data
-        except GeneratorExit:
-            raise
-        except Exception:
-            log.exception("%s/%s: following %s failed", job, ident, stream)
-
-    def _take_follow(self) -> bool:
-        with self._follow_lock:
-            if self._follows >= self.max_follows:
-                return False
-            self._follows += 1
-            return True
-
-    def _release_follow(self) -> None:
-        with self._follow_lock:
-            self._follows -= 1
-
-
-def _disconnect_probe(environ: dict) -> Callable[[], bool]:
-    """A check whether the client closed its connection, for a follow that has nothing to write
-    (a write would tell, but a quiet job gives nothing to write). It looks at the connection's
-    socket through cheroot's input file; with another server it never reports a disconnect."""
-    try:
-        sock = environ["wsgi.input"].rfile.raw._sock
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
-    except (AttributeError, KeyError, OSError, ValueError):
-        return lambda: False
-
-    def gone() -> bool:
-        try:
-            events = poller.poll(0)
-            if not events:
-                return False
-            if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                return True
-            return sock.recv(1, socket.MSG_PEEK) == b""  # readable: at EOF, or a pipelined request
-        except OSError:
-            return True
-
-    return gone
 
 
 def _public_definition(definition: Any) -> Any:

@@ -15,8 +15,8 @@ from typing import Optional
 from urllib.parse import urlencode
 
 from overseer.model import executions as ex
+from overseer.model.job import JOB_NAME_RE
 from overseer.model.vars import parse_iso8601
-from overseer.repo.load import JOB_NAME_RE
 from overseer.store.recent import RecentQuery
 
 from . import errors

@@ -42,8 +42,8 @@ from overseer.model.shell_context import MARK, Context, Refusal, classify
 from overseer.model.vars import text_of
 
 if TYPE_CHECKING:
+    from overseer.model.job import Job
     from overseer.model.vars import VarSpec
-    from overseer.repo.load import Job
 
 log = logging.getLogger(__name__)
 

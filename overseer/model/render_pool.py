@@ -32,7 +32,7 @@ from overseer.exceptions import ParamError, QueueFull
 from overseer.model import render
 
 if TYPE_CHECKING:
-    from overseer.repo.load import Job
+    from overseer.model.job import Job
 
 log = logging.getLogger(__name__)
 

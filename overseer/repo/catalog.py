@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from overseer.repo.load import Job
+from overseer.model.job import Job
 
 # Seconds a run waits for its commit's snapshot: a huge tree on a slow disk takes minutes to check out.
 SNAPSHOT_WAIT = 900.0

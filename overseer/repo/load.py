@@ -1,4 +1,4 @@
-"""The job repository model: finding job files, parsing and validating them (SPEC §3, §4).
+"""Loading a job repository: finding job files, parsing and validating them into Jobs (SPEC §3, §4).
 
 :func:`load_repository` works on a plain working tree (no git): ``overseer validate`` passes a
 checkout, RepoSync a snapshot's root when it cannot read the commit from git. :func:`load_tree`
@@ -13,9 +13,8 @@ import errno as _errno
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from typing import Any
 import yaml
 
 from overseer.exceptions import JobDefinitionError
-from overseer.model.schedule import ScheduleEntry
-from overseer.model.vars import MISSING, VAR_TYPES, VarSpec
+from overseer.model.job import JOB_NAME_RE, Job
 from overseer.repo import parse_helper
 from overseer.repo.documents import jsonable, load_document, yaml_error_text
 from overseer.repo.fields import (
@@ -44,15 +42,13 @@ from overseer.repo.files import escaping, gc_paused, job_name_for, read_bytes, s
 from overseer.repo.parse_cache import ParseCache, digest
 from overseer.repo.tree import Tree
 
-__all__ = ["MISSING", "VAR_TYPES", "Job", "ScheduleEntry", "VarSpec", "discover", "job_name_for",
-           "load_repository", "load_tree", "parse_job"]
+__all__ = ["discover", "job_name_for", "load_repository", "load_tree", "parse_job", "with_commit"]
 
 log = logging.getLogger(__name__)
 
 JOB_KEYS = ("command", "script", "timeout", "vars", "schedule", "description", "hooks", "env",
             "max_concurrent")
 _JOB_KEY_SET = frozenset(JOB_KEYS)
-JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 MAX_JOB_FILE_BYTES = 1 << 20  # a job file is a few lines; a bigger one is refused before it is parsed
 
 
@@ -64,25 +60,6 @@ def discover(root: Path) -> list[str]:
 def escaping_symlinks(root: Path) -> list[tuple[str, str]]:
     """Every symlink in the tree (bin/ and scripts/ included) that points outside it."""
     return escaping(Path(root), scan(Path(root))[1])
-
-
-@dataclass(frozen=True)
-class Job:
-    """One valid job definition."""
-
-    name: str
-    file: str
-    command: str | None
-    script: str | None
-    timeout: float | None
-    vars: tuple[VarSpec, ...]
-    schedule: tuple[ScheduleEntry, ...]
-    description: str | None
-    hooks: Mapping[str, tuple[str, ...]]
-    env: Mapping[str, str]
-    max_concurrent: int | None
-    definition: Mapping = field(compare=False)
-    commit: str | None = None
 
 
 def with_commit(job: Job, commit: str) -> Job:

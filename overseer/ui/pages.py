@@ -12,8 +12,8 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from overseer.exceptions import NotFound
-from overseer.http import app as api_app
 from overseer.http import errors
+from overseer.http.output import Streamed, disconnect_probe
 from overseer.http.request import Response
 from overseer.model import executions as ex
 
@@ -101,9 +101,9 @@ def stream(page: Any, name: str, ident: str) -> Response:
     seen = _last_event(page.req)
     if not api._take_follow():
         raise errors.too_many_follows(api.max_follows)
-    body = execution_updates(api, name, record["id"], seen, api_app._disconnect_probe(page.req.environ))
+    body = execution_updates(api, name, record["id"], seen, disconnect_probe(page.req.environ))
     return Response(200, [("Content-Type", "text/event-stream; charset=utf-8"), ("X-Accel-Buffering", "no")],
-                    api_app._Streamed(body, api._release_follow))
+                    Streamed(body, api._release_follow))
 
 
 def output(page: Any, name: str, ident: str, stream_name: str) -> Response:

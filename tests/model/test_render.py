@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from overseer.exceptions import ParamError
 from overseer.model import render
+from overseer.model.job import Job
 from overseer.model.vars import VarSpec
-from overseer.repo.load import Job
 
 
 def make_job(command: str | None, *specs: VarSpec, script: str | None = None, name: str = "j") -> Job:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from overseer.exceptions import ParamError
 from overseer.model import render
+from overseer.model.job import Job
 from overseer.model.shell_context import (
     AFTER_BACKSLASH,
     AFTER_DOLLAR,
@@ -29,7 +30,7 @@ from overseer.model.shell_context import (
     classify,
 )
 from overseer.model.vars import VarSpec
-from overseer.repo.load import Job, load_repository
+from overseer.repo.load import load_repository
 
 SHELLS = ["/bin/sh", *(sh for sh in ("/bin/dash", "/bin/bash") if Path(sh).exists())]
 # Field splitting of a value that stays data cannot make "touch CANARY": ${IFS} only expands as code.

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from overseer.exceptions import JobDefinitionError
-from overseer.repo.load import MISSING, Job, VarSpec, discover, job_name_for, load_repository, parse_job
+from overseer.model.job import Job
+from overseer.model.vars import MISSING, VarSpec
+from overseer.repo.load import discover, job_name_for, load_repository, parse_job
 
 
 def write(root: Path, files: dict) -> Path:
