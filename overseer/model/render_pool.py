@@ -1,6 +1,6 @@
 """Rendering commands within a deadline, off the threads that others wait on.
 
-A plain template (text and ``{{ name }}`` only, :func:`overseer.model.render.is_plain`) renders on the
+A plain template (text and ``{{ name }}`` only, :func:`overseer.model.templates.is_plain`) renders on the
 caller's thread: its work is its text and its values, microseconds. Any other template (loops,
 macros, calls, filters, operators) can run as long as it likes, and a Jinja2 render cannot be
 interrupted; so it renders in a worker process (overseer/model/render_worker.py) that is killed once
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from overseer.exceptions import ParamError, QueueFull
-from overseer.model import render
+from overseer.model import render, templates
 
 if TYPE_CHECKING:
     from overseer.model.job import Job
@@ -233,11 +233,11 @@ def render_command(job: Job, params: Mapping[str, Any], seconds: float = DEFAULT
                    queue_wait: Optional[float] = None) -> str:
     """The command of a run of ``job``: a plain template rendered here, any other in a worker
     within ``seconds`` (see the module's doc). ParamError naming the job when it cannot be."""
-    if job.command is None or render.is_plain(job.command):
+    if job.command is None or templates.is_plain(job.command):
         return render.render_command(job, params)
     return POOL.render(job, params, seconds, queue_wait)
 
 
 def renders_apart(job: Job) -> bool:
     """Whether a run of ``job`` renders in a worker process (and may take up to its deadline)."""
-    return job.command is not None and not render.is_plain(job.command)
+    return job.command is not None and not templates.is_plain(job.command)

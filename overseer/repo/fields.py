@@ -20,7 +20,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse, urlsplit
 
 from overseer.exceptions import JobDefinitionError, ParamError
-from overseer.model import render
+from overseer.model import sandbox, templates
 from overseer.model.executions import EVENT_NAME
 from overseer.model.schedule import ScheduleEntry, parse_entry
 from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
@@ -31,7 +31,7 @@ VAR_KEYS = ("name", "type", "option", "values", "default", "required", "descript
 _VAR_KEY_SET = frozenset(VAR_KEYS)
 VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 RESERVED_ENV_PREFIX = "OVERSEER_"
-_TEMPLATE_GLOBALS = render.template_globals()
+_TEMPLATE_GLOBALS = sandbox.template_globals()
 
 
 def definition_error(message: str) -> JobDefinitionError:
@@ -310,14 +310,14 @@ def command_field(source: Any, specs: tuple[VarSpec, ...]) -> str:
     if "\0" in source:
         raise definition_error("command: contains a NUL character")
     try:
-        names = render.check_template(source)
+        names = templates.check_template(source)
     except ValueError as exc:
         raise definition_error(f"command: {exc}") from None
     unknown = sorted(names - _TEMPLATE_GLOBALS - {spec.name for spec in specs})
     if unknown:
         raise definition_error(f"command: the template uses {unknown[0]!r}, which is not a declared var")
     try:
-        render.check_quoting(source, {spec.name: spec.type for spec in specs})
+        templates.check_quoting(source, {spec.name: spec.type for spec in specs})
     except ValueError as exc:
         raise definition_error(f"command: {exc}") from None
     return source

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overseer.exceptions import ParamError
-from overseer.model import render
+from overseer.model import render, sandbox, templates
 from overseer.model.job import Job
 from overseer.model.vars import VarSpec
 
@@ -160,13 +160,13 @@ def test_sandbox_refuses_unsafe_access_at_render(source):
 
 def test_templates_compile_once_not_per_render(monkeypatch):
     compiles = []
-    original = render._ENV.compile
+    original = sandbox.ENV.compile
 
     def counting(*args, **kwargs):
         compiles.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(render._ENV, "compile", counting)
+    monkeypatch.setattr(sandbox.ENV, "compile", counting)
     job = make_job("echo compile-once-probe {{ v }}", VarSpec(name="v"))
     for i in range(50):
         assert render.render_command(job, {"v": str(i)}) == f"echo compile-once-probe {i}"
@@ -174,14 +174,14 @@ def test_templates_compile_once_not_per_render(monkeypatch):
 
 
 def test_check_template_names_and_errors():
-    assert render.check_template("a {{ x }} b {{y}} }} {") == {"x", "y"}
-    assert render.check_template("{% for i in items %}{{ i }}{{ loop.index }}{% endfor %}") == {"items"}
-    assert render.check_template("{{ range(3) | list }}") == {"range"}
+    assert templates.check_template("a {{ x }} b {{y}} }} {") == {"x", "y"}
+    assert templates.check_template("{% for i in items %}{{ i }}{{ loop.index }}{% endfor %}") == {"items"}
+    assert templates.check_template("{{ range(3) | list }}") == {"range"}
     with pytest.raises(ValueError, match="line 2"):
-        render.check_template("ok\n{{ x ")
+        templates.check_template("ok\n{{ x ")
     with pytest.raises(ValueError, match="no filter named 'nope'"):
-        render.check_template("{% if 0 %}{{ x | nope }}{% endif %}")
+        templates.check_template("{% if 0 %}{{ x | nope }}{% endif %}")
     with pytest.raises(ValueError, match="no test named 'weird'"):
-        render.check_template("{{ x is weird }}")
+        templates.check_template("{{ x is weird }}")
     with pytest.raises(ValueError, match="line 1"):
-        render.check_template("echo ${#PATH}")
+        templates.check_template("echo ${#PATH}")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from overseer.exceptions import ParamError
-from overseer.model import render
+from overseer.model import render, sandbox, templates
 from overseer.model.job import Job
 from overseer.model.shell_context import (
     AFTER_BACKSLASH,
@@ -51,10 +51,10 @@ def make_job(command: str, *types: tuple[str, str], name: str = "j") -> Job:
 def accepted(command: str, types: dict[str, str]) -> bool:
     """Whether the job file would validate (the checks the loader makes of a command)."""
     try:
-        names = render.check_template(command)
-        if names - set(types) - render.template_globals():
+        names = templates.check_template(command)
+        if names - set(types) - sandbox.template_globals():
             return False
-        render.check_quoting(command, types)
+        templates.check_quoting(command, types)
     except ValueError:
         return False
     return True
@@ -140,7 +140,7 @@ def test_filters_markup_and_autoescape_never_unquote(template, value, tmp_path):
 def test_a_place_no_value_can_be_quoted_is_a_validation_error_naming_the_var(tmp_path, template, fragment):
     types = {"v": "str"} if "{{ v }}" in template else {"v": "str", "w": "str"}
     with pytest.raises(ValueError) as caught:
-        render.check_quoting(template, types)
+        templates.check_quoting(template, types)
     assert fragment in str(caught.value)
     # and the loader reports it against the file, with the key
     (tmp_path / "job.yml").write_text(_yaml_job(template, types))
@@ -157,7 +157,7 @@ def test_filter_and_call_blocks_are_validation_errors():
     for source in ["{% filter replace('x', v) %}x{% endfilter %}",
                    "{% call dict(a=v) %}{% endcall %}", "{% call namespace(x=v) %}{% endcall %}"]:
         with pytest.raises(ValueError, match="block cannot be used in a command"):
-            render.check_template(source)
+            templates.check_template(source)
 
 
 def test_a_refused_place_behind_control_flow_is_refused_at_render_naming_the_var(tmp_path):
@@ -170,7 +170,7 @@ def test_a_refused_place_behind_control_flow_is_refused_at_render_naming_the_var
 
 def test_an_int_goes_into_arithmetic_as_a_number_and_nothing_else_does():
     job = make_job("echo $(( {{ n }} * 2 )) $(( {{ n }} + 1 ))", ("n", "int"))
-    assert render.check_quoting(job.command, {"n": "int"}) is None
+    assert templates.check_quoting(job.command, {"n": "int"}) is None
     assert subprocess.run(["/bin/sh", "-c", render.render_command(job, {"n": -4})], capture_output=True,
                           check=True).stdout == b"-8 -3\n"
     text = make_job("echo $(( {% if s %}{{ s }}{% endif %} ))")
