@@ -22,7 +22,8 @@ from urllib.parse import urlparse, urlsplit
 from overseer.exceptions import JobDefinitionError, ParamError
 from overseer.model import sandbox, templates
 from overseer.model.executions import EVENT_NAME
-from overseer.model.schedule import ScheduleEntry, parse_entry
+from overseer.model.schedule import ScheduleEntry
+from overseer.model.schedule_parse import parse_entry
 from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
 from overseer.repo.documents import jsonable
 from overseer.repo.tree import Tree

@@ -33,8 +33,8 @@ FORMAT = 2
 # any of them makes a new code key, so a cache written by other code is never used. A module that
 # the parsing comes to depend on must be added here.
 _PARSERS = ("repo/load.py", "repo/fields.py", "repo/files.py", "repo/documents.py", "repo/tree.py",
-            "model/job.py", "model/vars.py", "model/schedule.py", "model/sandbox.py", "model/templates.py",
-            "model/shell_context.py", "repo/parse_cache.py")
+            "model/job.py", "model/vars.py", "model/schedule.py", "model/schedule_parse.py",
+            "model/sandbox.py", "model/templates.py", "model/shell_context.py", "repo/parse_cache.py")
 
 
 def _proxy(items: dict) -> types.MappingProxyType:

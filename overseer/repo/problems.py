@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from overseer.exceptions import JobDefinitionError
-from overseer.model.schedule import parse_entry
+from overseer.model.schedule_parse import parse_entry
 from overseer.model.vars import VAR_TYPES, VarSpec
 from overseer.repo.fields import (
     _var,

@@ -14,8 +14,8 @@ from overseer.model.schedule import (
     latest_slot,
     next_slot,
     next_slots,
-    parse_entry,
 )
+from overseer.model.schedule_parse import parse_entry
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
