@@ -49,6 +49,7 @@ import lmdb
 
 from overseer.exceptions import NotFound, StoreBusy, StoreError
 
+from .env import open_dbs, open_env
 from .keys import (
     END,
     STDERR,
@@ -67,15 +68,13 @@ from .keys import (
     u64,
 )
 from .output import read_interleaved, read_stream, stream_size
+from .primitives import Promise, RWLock
 from .recent import RecentQuery, recent
 from .records import RecordOps
 from .watch import Watches
-from .writer import DURABLE, DURABLE_SOON, Batch, Promise, RWLock, Writer
+from .writer import DURABLE, DURABLE_SOON, Batch, Writer
 
 log = logging.getLogger(__name__)
-
-DB_NAMES = ("executions", "counters", "chunks", "interleave", "inactive", "schedule")
-
 
 class Store:
     """The LMDB environment under `path` and its writer thread."""
@@ -84,9 +83,9 @@ class Store:
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._env, stale = self._open_env(map_size, max_readers)
+            self._env, stale = open_env(self.path, map_size, max_readers)
             stale += self._env.reader_check()
-            self._dbs = self._open_dbs()
+            self._dbs = open_dbs(self._env)
         except (lmdb.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         if stale:
@@ -99,30 +98,6 @@ class Store:
         # Activation is read on every trigger and every schedule fire, and written only through
         # set_active: it is kept in memory too, changed by the op itself (in commit order).
         self._inactive = self.inactive_jobs()
-
-    def _open_env(self, map_size: int, max_readers: int) -> tuple[lmdb.Environment, int]:
-        """The environment, and how many stale reader slots were cleared to open it."""
-        def open_env() -> lmdb.Environment:
-            return lmdb.open(str(self.path), subdir=True, map_size=map_size, max_dbs=16,
-                             max_readers=max_readers, sync=False, metasync=False, writemap=False)
-        try:
-            return open_env(), 0
-        except lmdb.ReadersFullError as full:
-            from . import readers  # ctypes: 25 ms of imports, only on this rare path
-            try:
-                cleared = readers.clear_stale(str(self.path))
-            except OSError as e:
-                raise full from e
-            if not cleared:
-                raise
-            return open_env(), cleared
-
-    def _open_dbs(self) -> dict:
-        while True:
-            try:
-                return {name: self._env.open_db(name.encode()) for name in DB_NAMES}
-            except lmdb.MapFullError:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
 
     def __enter__(self) -> Store:
         return self

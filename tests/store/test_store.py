@@ -613,7 +613,7 @@ def test_schedule_state(tmp_path):
 def test_promise_resolves_waiters_callbacks_and_times_out():
     from concurrent.futures import TimeoutError as FutureTimeout
 
-    from overseer.store.writer import Promise
+    from overseer.store.primitives import Promise
 
     p = Promise()
     with pytest.raises(FutureTimeout):
