@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import select
 import socket
 import threading
@@ -40,17 +39,12 @@ import time
 from typing import Any, Callable, Optional
 
 from .framing import MAX_HEAD, ChunkScan, Head, Refused, answer, parse_head, too_large
-
-try:
-    from overseer.process._spawn import peek as _native_peek
-except ImportError:  # the C extension is optional
-    _native_peek = None
+from .sockets import PEEK, buffered, hand_bytes, look, send_now, take
 
 log = logging.getLogger(__name__)
 
 HEAD_DEADLINE = 10.0  # seconds from a connection's arrival here to its request being in
 BODY_RATE = 65536  # bytes of declared body that add one second to the deadline
-PEEK = 16384  # bytes looked at without taking them; a longer request is read in here
 READ = 65536  # bytes taken from a socket at a time
 LINGER = 2.0  # seconds what a client sends after an error answer is read and dropped
 BUDGET = 64 << 20  # bytes read in for all waiting connections together (at least 4 bodies)
@@ -61,55 +55,6 @@ _EDGE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 _LEVEL = select.EPOLLIN | select.EPOLLRDHUP
 _CLOSED_LOG_EVERY = 60.0  # seconds between log lines about closed connections
 HAND, WAIT, CLOSE = "hand", "wait", "close"
-
-
-def peek(sock: Any, n: int = PEEK) -> Optional[bytes]:
-    """What ``sock`` has received (up to ``n`` bytes), left in it; b"" at its end, None when
-    nothing is there. Never blocks."""
-    if _native_peek is not None:
-        return _native_peek(sock.fileno(), n)
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    if not poller.poll(0):
-        return None
-    try:
-        return sock.recv(n, socket.MSG_PEEK)  # readable: its own wait returns at once
-    except BlockingIOError:
-        return None
-
-
-def take(sock: Any, n: int) -> Optional[bytes]:
-    """Up to ``n`` bytes out of ``sock``; b"" at its end, None when nothing is there. Never
-    blocks: a socket with a time-out (cheroot gives each one) is non-blocking underneath, and
-    ``recv`` on it would first wait up to that time-out."""
-    try:
-        if sock.gettimeout() is None:
-            return sock.recv(n, socket.MSG_DONTWAIT)
-        return os.read(sock.fileno(), n)
-    except (BlockingIOError, InterruptedError):
-        return None
-
-
-def send_now(sock: Any, data: bytes) -> bool:
-    """Whether all of ``data`` went into ``sock``'s send buffer at once (never blocks)."""
-    try:
-        if sock.gettimeout() is None:
-            return sock.send(data, socket.MSG_DONTWAIT) == len(data)
-        return os.write(sock.fileno(), data) == len(data)
-    except OSError:
-        return False
-
-
-def buffered(rfile: Any) -> bytes:
-    """What cheroot's reader of a connection holds already (read from the socket, not yet parsed)."""
-    return rfile.peek(0) if rfile.has_data() else b""  # peek of a reader with data: no read
-
-
-def _hand_bytes(rfile: Any, data: bytes) -> None:
-    """Put ``data`` into cheroot's reader of the connection, as if it had read them itself: the
-    reader (``cheroot.makefile.StreamReader``, a ``_pyio.BufferedReader``) keeps what it read in
-    ``_read_buf`` from ``_read_pos`` on, as its own ``has_data`` reads them."""
-    rfile._read_buf, rfile._read_pos = data, 0
 
 
 class _Pending:
@@ -176,7 +121,7 @@ class HeadWait:
         """Whether ``conn``'s next request is in, well framed and within the limits (what its
         reader buffered and what its socket holds): a worker may read it without waiting. Any
         other request goes through ``offer``."""
-        data, ended = self._look(conn)
+        data, ended = look(conn)
         if not data:
             return ended  # the client closed it: the worker sees that and lets it go at once
         try:
@@ -185,13 +130,6 @@ class HeadWait:
             return False
 
     # -- one connection's request -------------------------------------------------------------
-    @staticmethod
-    def _look(conn: Any) -> tuple[bytes, bool]:
-        """What the connection has sent (buffered by its reader, then in its socket), and whether
-        the client has closed its side."""
-        got = peek(conn.socket)
-        return buffered(conn.rfile) + (got or b""), got == b""
-
     def _judge(self, entry: _Pending, data: Any) -> bool:
         """Whether the request at the start of ``data`` is all in; ``Refused`` when it must not
         be served. What it learns (the head, the chunks read through) stays in ``entry``."""
@@ -222,7 +160,7 @@ class HeadWait:
         if entry.lingering:
             return CLOSE if take(entry.conn.socket, READ) == b"" else WAIT
         if entry.buf is None:
-            data, at_end = self._look(entry.conn)
+            data, at_end = look(entry.conn)
             ended = ended or at_end
             if not data:
                 return HAND if ended else WAIT  # at its end the worker sees that and lets it go
@@ -241,7 +179,7 @@ class HeadWait:
         """From looking at the socket to reading it: what the reader buffered comes first."""
         rfile = entry.conn.rfile
         entry.buf = bytearray(buffered(rfile))
-        _hand_bytes(rfile, b"")
+        hand_bytes(rfile, b"")
         self._hold(len(entry.buf), force=True)
 
     def _read(self, entry: _Pending, ended: bool) -> str:
@@ -393,7 +331,7 @@ class HeadWait:
             self._drop(entry)
             return
         if entry.buf is not None:
-            _hand_bytes(entry.conn.rfile, bytes(entry.buf))
+            hand_bytes(entry.conn.rfile, bytes(entry.buf))
             self._forget(entry)
         self._hand_over(entry.conn)
 
@@ -446,7 +384,7 @@ class HeadWait:
                 continue
             self._closed += 1
             try:
-                data = entry.buf if entry.buf is not None else self._look(entry.conn)[0]
+                data = entry.buf if entry.buf is not None else look(entry.conn)[0]
             except OSError:
                 data = b""
             if not data.lstrip(b"\r\n"):  # nothing of a request: nobody to tell

@@ -17,7 +17,7 @@ from typing import Optional
 
 import pytest
 
-from overseer.http import head_wait
+from overseer.http import sockets
 
 from ..waiting import wait_for
 
@@ -150,22 +150,22 @@ class Trickle:
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
 def test_peek_leaves_the_bytes_and_never_blocks(native, monkeypatch):
-    if native and head_wait._native_peek is None:
+    if native and sockets._native_peek is None:
         pytest.skip("the C extension is not built here")
     if not native:
-        monkeypatch.setattr(head_wait, "_native_peek", None)
+        monkeypatch.setattr(sockets, "_native_peek", None)
     a, b = socket.socketpair()
     a.settimeout(60)  # as cheroot's sockets: a peek must not wait on it
     try:
         t0 = time.monotonic()
-        assert head_wait.peek(a) is None
+        assert sockets.peek(a) is None
         assert time.monotonic() - t0 < 1
         b.sendall(b"hello")
         time.sleep(0.05)
-        assert head_wait.peek(a, 3) == b"hel" and head_wait.peek(a) == b"hello"
+        assert sockets.peek(a, 3) == b"hel" and sockets.peek(a) == b"hello"
         assert a.recv(100) == b"hello"
         b.close()
-        assert head_wait.peek(a) == b""
+        assert sockets.peek(a) == b""
     finally:
         a.close()
         b.close()
