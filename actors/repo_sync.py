@@ -27,18 +27,16 @@ from typing import Optional
 
 import pykka
 
-from overseer.exceptions import GitError, JobDefinitionError, RepositoryError
+from overseer.exceptions import CheckoutCancelled, GitError, JobDefinitionError, RepositoryError, TreeError
 from overseer.repo import git
 from overseer.repo import load as jobmodel
 from overseer.repo import state as repo_state
 from overseer.repo.catalog import JobSet
-from overseer.repo.checkout_queue import CheckoutCancelled
 from overseer.repo.git import check_url, redact_url
 from overseer.repo.parse_cache import ParseCache
 from overseer.repo.snapshot_view import close_view, open_view, trees_of
 from overseer.repo.snapshots import Snapshots
 from overseer.repo.state import STATE_FILE, RepoState
-from overseer.repo.tree import TreeError
 
 from .context import Context, Pingable
 from .messages import JobsLoaded

@@ -22,7 +22,7 @@ import pykka
 
 from overseer.config import Config
 from overseer.data_lock import DataDirLock
-from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull
+from overseer.exceptions import Conflict, IdentityError, NotFound, ParamError, QueueFull, TokenError
 from overseer.model import executions as ex
 from overseer.model import schedule as sched
 from overseer.model.job import JOB_NAME_RE, Job
@@ -298,11 +298,8 @@ class System:
         record = self.store.get_summary(name, ident) if JOB_NAME_RE.match(name) else None
         if record is None:  # its state is all an event needs of it: its events are not read
             raise NotFound(f"job {name!r} has no execution {ident}")
-        try:
-            event = ex.check_new_event(event)
-            cause = ex.check_cause(cause)
-        except ValueError as e:
-            raise ParamError(str(e)) from None
+        event = ex.check_new_event(event)
+        cause = ex.check_cause(cause)
         return self._event(name, ident, record, event, cause, source)
 
     def _event(self, name: str, ident: int, record: dict, event: str, cause: Optional[str],
@@ -336,13 +333,10 @@ class System:
         be the one the calling process belongs to."""
         ref = self.ctx.tokens.get(token)
         if ref is None:
-            raise PermissionError("unknown or expired token")
+            raise TokenError("unknown or expired token")
         self._check_caller(ref, peer)
-        try:
-            event = ex.check_new_event(event)
-            cause = ex.check_cause(cause)
-        except ValueError as e:
-            raise ParamError(str(e)) from None
+        event = ex.check_new_event(event)
+        cause = ex.check_cause(cause)
         method = "signal" if event in ex.SIGNAL_EVENTS else "add_event"
         self._ask(ref, method, event, cause, "job")
 

@@ -1,7 +1,10 @@
 """The one exception tree of Overseer: every error a user can cause or see.
 
 Each message names the thing at fault (the file, the key, the var, the value).
-The HTTP status each maps to lives in one place: ``overseer.http.errors``.
+The HTTP status each maps to lives in one place: ``overseer.http.errors``; an
+exception outside this tree that reaches it is a bug, answered 500 and logged.
+The two that a run's start meets among the OS's own errors (``SnapshotError``,
+``NoFreeUid``) are OSErrors too, so the start reports them as it does those.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ class IdentityError(OverseerError):
     """A process on the event socket is not one of the execution its token names, or of none."""
 
 
+class TokenError(OverseerError):
+    """A token on the event socket is no running execution's (unknown, or its run has ended)."""
+
+
 class QueueFull(OverseerError):
     """``max_queued`` executions are already waiting."""
 
@@ -59,10 +66,28 @@ class RepositoryError(OverseerError):
 
 
 class GitError(RepositoryError):
-    """A git command that reaches the remote failed; the message is what git said, without
-    credentials."""
+    """A git command that reaches the remote failed; the message is what git said, no credentials."""
+
+
+class TreeError(RepositoryError):
+    """A commit's tree cannot be checked out as git lists it (git would refuse to write it)."""
+
+
+class CheckoutCancelled(RepositoryError):
+    """The server stopped before this snapshot's checkout began."""
+
+
+class SnapshotError(RepositoryError, OSError):
+    """A run's snapshot is not complete within ``execution.snapshot_wait``, or could not be made."""
+
+
+class NoFreeUid(OverseerError, OSError):
+    """Every uid of ``execution.run_as.uids`` is a running execution's: the run cannot start yet."""
 
 
 class DataDirError(OverseerError):
-    """The data dir cannot be locked for this server: another server holds it, or its lock file
-    cannot be made."""
+    """The data dir cannot be locked for this server: another holds it, or its lock cannot be made."""
+
+
+class ClientError(OverseerError):
+    """A client command cannot be done: the server does not answer, or refuses it."""

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import quote
 
+from overseer.exceptions import ClientError
+
 if TYPE_CHECKING:
     import requests
 
@@ -21,10 +23,6 @@ CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 EXIT_ERROR = 2
 EXIT_TIMEOUT = 124
-
-
-class ClientError(Exception):
-    """A failure to report on one line, exit status 2."""
 
 
 class Api:

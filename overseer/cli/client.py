@@ -19,13 +19,13 @@ from overseer.cli.api import (
     DEFAULT_URL,
     EXIT_TIMEOUT,
     Api,
-    ClientError,
     copy,
     follow,
     q,
     run_command,
     say,
 )
+from overseer.exceptions import ClientError
 
 __all__ = ["add_commands", "exit_status"]
 

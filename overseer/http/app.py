@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from overseer.exceptions import NotFound
+from overseer.exceptions import NotFound, ParamError
 from overseer.model import executions as ex
 from overseer.model.job import JOB_NAME_RE
 from overseer.repo.fields import redact_hooks
@@ -264,7 +264,7 @@ class Api(OutputRoutes):
             return self._output(req, record, what)
         try:
             ex.check_event_name(what)
-        except ValueError:
+        except ParamError:
             raise errors.not_found(f"no event {what!r}") from None
         found = ex.occurrences(record, what)
         if not found:

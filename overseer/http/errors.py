@@ -3,7 +3,8 @@
 Handlers raise the domain exceptions of ``overseer.exceptions`` (or an
 ``HttpError`` for what only HTTP knows: body size, media type, auth, methods);
 the app turns each into ``{"error": message}`` with the status below. Anything
-else is a bug: it is logged with its traceback and answered 500, never as an
+else is a bug, a bare ``ValueError`` included (input errors are ParamErrors where
+they are found): it is logged with its traceback and answered 500, never as an
 HTML page.
 """
 from __future__ import annotations
@@ -89,8 +90,6 @@ def from_exception(exc: BaseException) -> Optional[HttpError]:
         return HttpError(503, str(exc), [("Retry-After", str(max(1, int(exc.retry_after))))])
     if isinstance(exc, StoreBusy):
         return HttpError(503, str(exc), [("Retry-After", str(STORE_BUSY_RETRY))])
-    if isinstance(exc, ValueError):  # includes bad UTF-8 and bad JSON in what the client sent
-        return HttpError(400, str(exc))
     return None
 
 

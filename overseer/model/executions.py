@@ -10,6 +10,8 @@ import re
 import time
 from typing import Any, Optional
 
+from overseer.exceptions import ParamError
+
 # Event names: the one definition (the API, the event socket and job definitions' ``hooks`` use it).
 EVENT_NAME_PATTERN = "[A-Za-z0-9_.-]{1,64}"
 EVENT_NAME = re.compile(EVENT_NAME_PATTERN + r"\Z")
@@ -48,19 +50,19 @@ def now_iso(moment: Optional[_dt.datetime] = None) -> str:
 
 
 def check_event_name(name: Any) -> str:
-    """Return ``name`` if an event (of any source) can have it, else raise ValueError."""
+    """Return ``name`` if an event (of any source) can have it, else raise ParamError."""
     if not isinstance(name, str) or not EVENT_NAME.match(name):
-        raise ValueError(f"event name {name!r} must match {EVENT_NAME_PATTERN}")
+        raise ParamError(f"event name {name!r} must match {EVENT_NAME_PATTERN}")
     if name in PATH_NAMES:
-        raise ValueError(f"event name {name!r} is reserved: /jobs/JOB/ID/{name} is not an event")
+        raise ParamError(f"event name {name!r} is reserved: /jobs/JOB/ID/{name} is not an event")
     return name
 
 
 def check_new_event(name: Any) -> str:
-    """Return ``name`` if a client or a job may create an event of that name, else raise ValueError."""
+    """Return ``name`` if a client or a job may create an event of that name, else raise ParamError."""
     name = check_event_name(name)
     if name in SYSTEM_EVENTS:
-        raise ValueError(f"event name {name!r} is reserved for the system: only the server records it")
+        raise ParamError(f"event name {name!r} is reserved for the system: only the server records it")
     return name
 
 
@@ -68,9 +70,9 @@ def check_cause(cause: Any) -> Optional[str]:
     if cause is None:
         return None
     if not isinstance(cause, str):
-        raise ValueError("cause must be a string or null")
+        raise ParamError("cause must be a string or null")
     if len(cause) > MAX_CAUSE:
-        raise ValueError(f"cause is longer than {MAX_CAUSE} characters")
+        raise ParamError(f"cause is longer than {MAX_CAUSE} characters")
     return cause
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from overseer.config import RunAsConfig, uid_range
-from overseer.exceptions import ConfigError
+from overseer.exceptions import ConfigError, NoFreeUid
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ class RunAs:
         return self.fixed or self._of(self.uids[0])
 
     def take(self) -> Credentials:
-        """The credentials for a starting execution; OSError (EAGAIN) when every uid of the range
-        is a running execution's."""
+        """The credentials for a starting execution; NoFreeUid (an OSError, EAGAIN) when every uid
+        of the range is a running execution's."""
         if self.fixed is not None:
             return self.fixed
         with self._lock:
             if not self._free:
-                raise OSError(errno.EAGAIN, f"no free uid in {KEY}.uids: all {len(self.uids)} are "
-                                            "running executions'")
+                raise NoFreeUid(errno.EAGAIN, f"no free uid in {KEY}.uids: all {len(self.uids)} are "
+                                              "running executions'")
             uid = self._free.popleft()
             self._taken.add(uid)
         return self._of(uid)

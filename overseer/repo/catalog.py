@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from overseer.exceptions import SnapshotError
 from overseer.model.job import Job
 
 # Seconds a run waits for its commit's snapshot: a huge tree on a slow disk takes minutes to check out.
@@ -83,17 +84,17 @@ class Catalog:
     def snapshot(self, commit: str, wait: Optional[float] = None) -> Path:
         """The snapshot directory of ``commit``. While it is being checked out, this waits until
         it is complete, up to ``snapshot_wait`` seconds (or ``wait``: the rest of that time, for a
-        caller that waited already); OSError (naming the commit) if it is not by then or could not
-        be made."""
+        caller that waited already); SnapshotError (naming the commit) if it is not by then or
+        could not be made."""
         future = self._pending.get(commit)
         if future is not None:
             try:
                 future.result(timeout=self.snapshot_wait if wait is None else wait)
             except FutureTimeout:
-                raise OSError(f"the snapshot of commit {commit} is not ready after "
-                              f"{self.snapshot_wait:g} s") from None
+                raise SnapshotError(f"the snapshot of commit {commit} is not ready after "
+                                    f"{self.snapshot_wait:g} s") from None
             except Exception as e:  # noqa: BLE001 - whatever stopped the checkout
-                raise OSError(f"the snapshot of commit {commit} could not be made: {e}") from None
+                raise SnapshotError(f"the snapshot of commit {commit} could not be made: {e}") from None
         return self.snapshots / commit
 
     def job(self, name: str) -> Optional[Job]:

@@ -15,13 +15,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Optional
 
-from overseer.exceptions import RepositoryError
+from overseer.exceptions import CheckoutCancelled
 
 log = logging.getLogger(__name__)
-
-
-class CheckoutCancelled(RepositoryError):
-    """The server stopped before this snapshot's checkout began."""
 
 
 class CheckoutQueue:

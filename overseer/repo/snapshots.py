@@ -38,7 +38,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Optional
 
-from overseer.exceptions import RepositoryError
+from overseer.exceptions import RepositoryError, TreeError
 from overseer.repo import git
 from overseer.repo.checkout_queue import queue_for
 from overseer.repo.snapshot_files import (
@@ -49,7 +49,7 @@ from overseer.repo.snapshot_files import (
     remove_tree,
     symlinks_in,
 )
-from overseer.repo.tree import Tree, TreeError
+from overseer.repo.tree import Tree
 
 log = logging.getLogger(__name__)
 

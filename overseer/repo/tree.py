@@ -11,6 +11,7 @@ import errno
 import os
 import posixpath
 
+from overseer.exceptions import TreeError
 from overseer.repo.files import job_name_for
 
 # -- the same questions, answered from git's listing of a commit --------------------------------
@@ -19,10 +20,6 @@ MAX_SYMLINKS = 40      # Linux follows at most 40 symlinks in one path lookup (E
 _ROOT = "/\0"          # the checkout's root in the modelled file system: no git path or target holds a NUL
 _FILE, _LINK, _DIR = "file", "link", "dir"
 _DIR_ENTRY = (_DIR,)
-
-
-class TreeError(Exception):
-    """A tree that cannot be checked out as it is listed (git would refuse to write it)."""
 
 
 class Tree:

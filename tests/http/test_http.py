@@ -547,6 +547,21 @@ def test_bugs_are_json_500_and_store_busy_503(api, monkeypatch):
     assert a.get("/health").status_code == 200
 
 
+def test_a_bare_value_error_is_a_logged_500_not_a_400(api, monkeypatch, caplog):
+    """Input errors are ParamErrors where they are found: a ValueError that gets to the HTTP layer
+    is a bug, answered 500 without its message and logged with its traceback."""
+    a = api()
+
+    def slipped(*args, **kwargs):
+        raise ValueError("invalid literal for int() with base 10: 'x'")
+
+    monkeypatch.setattr(a.system, "repo_info", slipped)
+    with caplog.at_level(logging.ERROR, logger="overseer.http.app"):
+        r = a.get("/repo")
+    assert r.status_code == 500 and "invalid literal" not in error_of(r)
+    assert [rec.exc_info[0] for rec in caplog.records if rec.exc_info] == [ValueError]
+
+
 def test_a_taken_port_is_an_error_not_an_exit(system_factory):
     import socket
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from overseer.exceptions import TreeError
 from overseer.repo import load as jobmodel
 from overseer.repo.parse_cache import ParseCache
 from overseer.repo.snapshots import Snapshots
-from overseer.repo.tree import Tree, TreeError
+from overseer.repo.tree import Tree
 
 from ..conftest import GIT_ENV, JobRepo, git
 
