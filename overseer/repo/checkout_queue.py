@@ -2,8 +2,8 @@
 the work queue that makes one snapshot at a time, in the order asked, and its cancellation when the
 server stops.
 
-A module of its own: it is thread and queue bookkeeping, which knows nothing of git or of the files
-a snapshot holds.
+It is thread and queue bookkeeping only: git and the files a snapshot holds are
+overseer/repo/snapshots.py's.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Reading a job file's document: YAML through the safe C loader, or JSON, fast enough for 10,000
 files, and the document as JSON types (:func:`jsonable`).
 
-A module of its own: it knows YAML and JSON, not job repositories (overseer/repo/files.py) or what
-a job file must hold (overseer/repo/load.py).
+It knows YAML and JSON only: which files are jobs is overseer/repo/files.py's, what a job file
+must hold overseer/repo/load.py's and overseer/repo/fields.py's.
 """
 from __future__ import annotations
 

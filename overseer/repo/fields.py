@@ -2,8 +2,8 @@
 turning what the document holds into the value a ``Job`` keeps, or raising JobDefinitionError with
 a message that names the key, var or value at fault.
 
-A module of its own: overseer/repo/load.py is the job model and the loading of a repository or a tree;
-what each key may hold is here.
+A job file as a whole, and the loading of a repository or a tree, are overseer/repo/load.py; the
+``Job`` itself is overseer/model/job.py.
 """
 from __future__ import annotations
 

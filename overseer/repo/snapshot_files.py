@@ -2,8 +2,7 @@
 removing those that leave it, removing the directories a deletion empties, making it read-only,
 and removing it again.
 
-A module of its own: these run on a tree already written, apart from the git commands that write
-it.
+These run on a tree already written; the git commands that write it are in overseer/repo/git.py.
 """
 from __future__ import annotations
 

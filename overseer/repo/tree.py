@@ -2,8 +2,8 @@
 of a working tree (which files are jobs, which symlinks leave the tree, what reading a path gives)
 as the commit's snapshot will, before a file of it is checked out.
 
-A module of its own: it is a model of a file system (path lookup, ``realpath``, symlink loops),
-which the scan of a working tree does not need.
+It is a model of a file system over git's listing (path lookup, ``realpath``, symlink loops);
+the scan of a working tree is overseer/repo/files.py.
 """
 from __future__ import annotations
 
