@@ -135,7 +135,7 @@ class CgroupRoot:
 
     def __init__(self, path: Path, proc_path: Optional[str] = None):
         self.path = path
-        # How /proc/PID/cgroup names it, with a trailing "/": "/overseer-123/" (job_identity)
+        # How /proc/PID/cgroup names it, with a trailing "/": "/overseer-123/" (overseer/process/identity.py)
         self.proc_path = proc_path
 
     @classmethod
