@@ -25,7 +25,7 @@ from overseer.executions import EVENT_NAME
 from overseer.job_documents import jsonable
 from overseer.job_tree import Tree
 from overseer.schedule import ScheduleEntry, parse_entry
-from overseer.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
+from overseer.vars import MAX_VAR_NAME, MISSING, VAR_TYPES, VarSpec, coerce, show_value
 
 VAR_KEYS = ("name", "type", "option", "values", "default", "required", "description")
 _VAR_KEY_SET = frozenset(VAR_KEYS)
@@ -142,6 +142,9 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
             raise unknown_key(key, VAR_KEYS, where)
     if not isinstance(name, str) or not VAR_NAME_RE.match(name):
         raise definition_error(f"{where}name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+    if len(name) > MAX_VAR_NAME:
+        raise definition_error(f"vars[{index}]: name {name[:40]!r}... is {len(name)} characters long; "
+                               f"var names are limited to {MAX_VAR_NAME}")
     if name in _TEMPLATE_GLOBALS:
         raise definition_error(f"{where}name {name!r} is taken by a template function")
     kind = raw.get("type", "str")

@@ -53,6 +53,7 @@ JOB_KEYS = ("command", "script", "timeout", "vars", "schedule", "description", "
             "max_concurrent")
 _JOB_KEY_SET = frozenset(JOB_KEYS)
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+MAX_JOB_NAME = 255  # characters (ASCII) of a job name: its file's path, directories joined by "."
 MAX_JOB_FILE_BYTES = 1 << 20  # a job file is a few lines; a bigger one is refused before it is parsed
 
 
@@ -136,6 +137,10 @@ def _job_of(relpath: str, data: bytes, loaded: tuple[Any, bool] | None) -> Job:
         raise definition_error(f"{relpath!r} is not a job file")
     if not JOB_NAME_RE.match(name):
         raise definition_error(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+    if len(name) > MAX_JOB_NAME:
+        raise definition_error(f"job name {name[:40]!r}... is {len(name)} characters long; job names "
+                               f"(the file's path, its directories joined by '.') are limited to "
+                               f"{MAX_JOB_NAME}")
     doc, plain = _document(relpath, data, loaded)
     for key in doc:
         if key not in _JOB_KEY_SET:

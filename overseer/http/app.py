@@ -31,7 +31,7 @@ from urllib.parse import quote
 from overseer import executions as ex
 from overseer.exceptions import NotFound
 from overseer.job_fields import redact_hooks
-from overseer.jobs import JOB_NAME_RE
+from overseer.jobs import JOB_NAME_RE, MAX_JOB_NAME
 
 from . import errors, recent
 from .errors import HttpError
@@ -52,7 +52,6 @@ OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 CHUNK = 1 << 20  # bytes per Store read when serving output
 FOLLOW_WAIT = 1.0  # seconds a follower sleeps on the Store between checks
 ID_RE = re.compile(r"[0-9]{1,18}\Z")
-MAX_NAME = 255
 EVENT_BODY = '{"event": NAME, "cause": TEXT}'
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # the methods that change nothing
 SAME_SITE = frozenset(("same-origin", "none"))  # Sec-Fetch-Site of a page of ours, or the user's own
@@ -136,8 +135,9 @@ class Api:
         headers = [*resp.headers, *no_store, ("Server", "overseer")]
         start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
         query = environ.get("QUERY_STRING")
-        access_log.info("%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
-                        f"?{query}" if query else "", resp.status, (time.monotonic() - started) * 1000)
+        level = logging.DEBUG if req.path == "/health" and resp.status < 400 else logging.INFO  # probes
+        access_log.log(level, "%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
+                       f"?{query}" if query else "", resp.status, (time.monotonic() - started) * 1000)
         if req.method == "HEAD":
             if hasattr(resp.body, "close"):
                 resp.body.close()
@@ -319,7 +319,7 @@ class Api:
 
     def _record(self, name: str, ident: str) -> dict:
         """The stored execution (still served after its job left the repository)."""
-        if len(name) > MAX_NAME or not JOB_NAME_RE.match(name):
+        if len(name) > MAX_JOB_NAME or not JOB_NAME_RE.match(name):
             raise NotFound(f"no job named {name!r}")
         return self.system.execution(name, self._ident(name, ident))
 
