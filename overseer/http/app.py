@@ -3,7 +3,9 @@
 Each request passes one gate, in this order: the Host check (only when no tokens
 are set: DNS rebinding protection), the origin check of every state-changing
 request (CSRF, with or without tokens: ``_check_origin``), the bearer token
-check (only when tokens are set; ``/health`` is always open). Then routing on
+check (only when tokens are set; ``/health`` is always open; a ``POST /repo/sync``
+that carries a git host's push signature is judged by that signature instead, when
+``repository.sync_secret`` is set: ``push_signature``). Then routing on
 path segments (404, 405 with ``Allow``), then one thin handler that parses the
 query and body, makes one call into the System or a read of its Store, and
 answers JSON. Errors are mapped in one place, ``overseer.http.errors``; nothing
@@ -33,7 +35,7 @@ from overseer.exceptions import NotFound
 from overseer.job_fields import redact_hooks
 from overseer.jobs import JOB_NAME_RE, MAX_JOB_NAME
 
-from . import errors, recent
+from . import errors, push_signature, recent
 from .errors import HttpError
 from .request import (
     Request,
@@ -43,6 +45,7 @@ from .request import (
     host_is_loopback,
     json_response,
     origin_of,
+    read_body,
 )
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class Api:
         server = config.server
         self.tokens = tuple(t.encode("utf-8") for t in server.tokens)
         self.max_body = server.max_body_bytes
+        self.sync_secret = config.repository.sync_secret
         self.max_follows = min(server.max_follows, max(1, server.thread_pool - 2))
         if self.max_follows < server.max_follows:
             log.warning("server.max_follows %d lowered to %d so that %d HTTP worker threads stay free "
@@ -154,7 +158,10 @@ class Api:
         segments = req.segments()
         if self.ui.claims(req.path):
             return self.ui.handle(req)  # the web UI: its pages, its session check (overseer/ui)
-        if self.tokens and segments != ["health"]:
+        if self.sync_secret is not None and segments == ["repo", "sync"] and req.method == "POST" \
+                and push_signature.present(req):
+            push_signature.verify(req, read_body(req, self.max_body), self.sync_secret)
+        elif self.tokens and segments != ["health"]:
             self._check_token(req)
         if segments is None:
             raise errors.not_found(f"no resource at {req.path!r}")
@@ -207,6 +214,10 @@ class Api:
         scheme, _, value = (req.header("Authorization") or "").strip().partition(" ")
         given = value.strip().encode("latin-1", "replace")
         if scheme.lower() != "bearer" or not given:
+            if push_signature.present(req):
+                raise errors.unauthorized("missing or wrong bearer token (a git host's push signature "
+                                          "opens POST /repo/sync only, and only with "
+                                          "repository.sync_secret set)")
             raise errors.unauthorized()
         ok = False
         for token in self.tokens:  # no early exit: the time taken does not tell which token matched
