@@ -1,6 +1,6 @@
-"""Daemons a job starts (``setsid`` and a double fork) die with its run: a real ``overseer serve``,
-real processes, on both paths (a cgroup per execution where one is writable, and the process group
-alone with ``OVERSEER_NO_CGROUPS=1``).
+"""Daemons a job starts (``setsid`` and a double fork) die with its run, and with a crashed server's
+runs at the restart: a real ``overseer serve``, real processes, on both paths (a cgroup per
+execution where one is writable, and the process group alone with ``OVERSEER_NO_CGROUPS=1``).
 
 The daemon of every job here is started as daemons are: the job's shell runs a shell in a session
 of its own, which starts ``sleep`` and exits at once. The ``sleep`` is then in none of the job's
@@ -133,6 +133,27 @@ def test_orphans_that_end_on_their_own_leave_no_zombie_in_the_server(served, req
     assert served.wait("litter", ident)["status"] == "complete"
     poll(lambda: not alive(daemon), 10, "the daemon to end")
     poll(lambda: not _zombies(served.pid), 10, "the server to have no zombie child")
+
+
+@pytest.mark.parametrize("kind", ["cgroup", "process-group"])
+def test_a_daemon_is_gone_after_a_sigkill_of_the_server_and_the_restart(tmp_path, request, kind):
+    server = _server(tmp_path, kind, {"runs.yml": JOBS["runs.yml"]}).start()
+    request.addfinalizer(server.stop)
+    _check_kind(server)
+    ident = server.run("runs")["id"]
+    daemon = _daemon(server, request, "runs", ident)
+    main = _pids(server, "runs", ident)["main"]
+    poll(lambda: server.execution("runs", ident)["state"] == "running", 10, "the start to be stored")
+    crashed = server.pid
+    server.kill()
+    assert alive(daemon) and alive(main)  # the crash alone ends nothing
+    server.start()
+    assert server.execution("runs", ident)["status"] == "lost"
+    poll(lambda: not alive(main), 10, "the job's main process to end")
+    poll(lambda: not alive(daemon), 10, f"the daemon {daemon} to end after the restart's recovery")
+    if kind == "cgroup":  # emptied, the crashed server's cgroups are removed
+        poll(lambda: not (CGROUP_MOUNT / f"overseer-{crashed}").exists(), 10,
+             "the crashed server's cgroup removed")
 
 
 @pytest.mark.xfail(strict=True, reason="without cgroups, a daemon that dropped its environment and "
