@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import selectors
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -72,12 +74,17 @@ class EventSocket:
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
+        # Bound in a directory of its own (0700), given its mode, then moved into place: nobody
+        # can connect before the mode is right, and the process-wide umask is left alone (other
+        # threads make directories meanwhile: the runs' TMPDIRs, made ahead).
+        private = tempfile.mkdtemp(prefix=".event-sock-", dir=self.path.parent)
         try:
-            sock.bind(str(self.path))
+            staged = os.path.join(private, "sock")
+            sock.bind(staged)
+            os.chmod(staged, self.mode)
+            os.rename(staged, self.path)
         finally:
-            os.umask(old)
-        os.chmod(self.path, self.mode)
+            shutil.rmtree(private, ignore_errors=True)
         sock.listen(128)
         sock.setblocking(False)
         self._sock = sock

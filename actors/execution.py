@@ -159,7 +159,8 @@ class Execution(PooledActor):
             return
         self.state = "running"
         self._event("start", None, state="running", started_at=ex.now_iso(), pid=self.proc.pid,
-                    pgid=self.proc.pgid, proc_start=self.proc.start_time, wait=False)
+                    pgid=self.proc.pgid, proc_start=self.proc.start_time, wait=False,
+                    cgroup=self.proc.cgroup and str(self.proc.cgroup.path))  # for a restart's recovery
         if self.job.timeout:
             self._timers.append(self.ctx.monitor.call_at(
                 time.monotonic() + self.job.timeout, lambda: self._tell(TimedOut())))

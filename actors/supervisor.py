@@ -1,20 +1,18 @@
 """The Supervisor actor: recovery, ordered start, health checks, ordered stop.
 
 Start: start the Notifier, recover what a previous process left (``queued``/
-``running`` executions get the event ``lost`` and are finished; their process
-groups, if the same processes still live, are terminated), then start the
-Scheduler and RepoSync, pinging each. The ``lost`` events go to the webhooks
-once the first sync has loaded the jobs (a job's own ``hooks`` are in its
-file). Every few seconds it pings the actors again and restarts one that died.
-Stop: stop scheduling, terminate the running executions (SIGKILL after
-``kill_grace``), wait for them to finish, finish what never started as
-``lost`` (told to the webhooks), then stop the actors in reverse order.
+``running`` executions get the event ``lost`` and are finished; what they left
+running is terminated: ``overseer.leftovers``), then start the Scheduler and
+RepoSync, pinging each. The ``lost`` events go to the webhooks once the first
+sync has loaded the jobs (a job's own ``hooks`` are in its file). Every few
+seconds it pings the actors again and restarts one that died. Stop: stop
+scheduling, terminate the running executions (SIGKILL after ``kill_grace``),
+wait for them to finish, finish what never started as ``lost`` (told to the
+webhooks), then stop the actors in reverse order.
 """
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 import types
@@ -24,7 +22,7 @@ import pykka
 
 from overseer.model import executions as ex
 from overseer.model import render_pool
-from overseer.process.job_process import process_start_time
+from overseer.process import leftovers
 
 from .context import Context, Pingable
 from .messages import JobsLoaded, Shutdown
@@ -41,20 +39,8 @@ LOG_EACH = 50  # lost executions named one by one in the log; the rest counted
 def recover(ctx: Context) -> list[dict]:
     """Finish every execution a previous process left unfinished; returns them."""
     pending = ctx.store.executions_in_states({"queued", "running", "stopped"})
-    kill = []
-    for record in pending:
-        pgid, started = record.get("pgid"), record.get("proc_start")
-        if pgid and started and process_start_time(pgid) == started:
-            kill.append(pgid)
-    for pgid in kill:
-        _signal_group(pgid, signal.SIGCONT)
-        _signal_group(pgid, signal.SIGTERM)
-    if kill:
-        deadline = time.monotonic() + ctx.config.execution.kill_grace
-        while time.monotonic() < deadline and any(_group_alive(p) for p in kill):
-            time.sleep(0.05)
-        for pgid in kill:
-            _signal_group(pgid, signal.SIGKILL)
+    leftovers.end(pending, ctx.config.execution.kill_grace, ctx.socket_path,
+                  scan=ctx.run_as is None or not ctx.run_as.dynamic)
     futures = []  # queued together: thousands of them are a few group commits, not one each
     for record in pending:
         event = ex.make_event("lost", "the server stopped while it was " + record["state"], "system")
@@ -77,20 +63,6 @@ def announce_lost(ctx: Context, records: list[dict]) -> None:
         job = ctx.catalog.job(record["job"]) or types.SimpleNamespace(name=record["job"], hooks={})
         ctx.notify(job, record["id"], record["events"][-1], record)
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 class Supervisor(Pingable, pykka.ThreadingActor):

@@ -96,11 +96,16 @@ def serves(config: Config) -> str:
 
 
 class System:
-    def __init__(self, config: Config, lock: Optional[DataDirLock] = None):
+    def __init__(self, config: Config, lock: Optional[DataDirLock] = None, subreaper: bool = False):
         """``lock``: the data dir's lock when the caller took it already (the CLI does, to check
-        the port between the lock and the recovery); else :meth:`start` takes it."""
+        the port between the lock and the recovery); else :meth:`start` takes it. ``subreaper``:
+        without cgroups, make this process the child subreaper of its jobs, so that what leaves a
+        run's process group dies with the run (``overseer.orphans``). Only for a process that owns
+        its main thread, as ``overseer serve`` does: every child of that thread that the runner
+        does not watch is reaped."""
         self.config = config
         self.lock = lock
+        self.subreaper = subreaper
         data = config.data_path
         self.store: Optional[Store] = None
         self.catalog = Catalog(data / "snapshots")
@@ -137,7 +142,8 @@ class System:
                 self.store = None
             self.lock.release()  # nothing runs yet: a failed start leaves the data dir free
             raise
-        monitor = ProcessMonitor()
+        # A uid of its own per run: what it leaves is swept by uid (run_as), no subreaper needed.
+        monitor = ProcessMonitor(subreaper=self.subreaper and not (run_as is not None and run_as.dynamic))
         self.ctx = Context(config=self.config, store=self.store, catalog=self.catalog, monitor=monitor,
                            library_dir=library, socket_path=data / "event.sock",
                            tmp_dir=data / "tmp", run_as=run_as)

@@ -30,6 +30,9 @@ class RepositoryConfig:
     url: str | None = None  # None: the bundled example repository (the embedded default)
     branch: str = "main"
     poll_interval: float = 60
+    # A git host's push webhook may call POST /repo/sync without a bearer token when it signs
+    # the request with this secret (overseer/http/push_signature.py). Never shown: repr=False.
+    sync_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ _POSITIVE = {"server.port", "server.max_body_bytes", "server.thread_pool", "serv
              "execution.max_concurrent", "execution.max_queued", "execution.max_output_bytes",
              "execution.max_render_seconds", "execution.max_events", "retention.executions_per_job"}
 _NON_NEGATIVE = {"repository.poll_interval", "execution.kill_grace"}
+# Keys whose value is never repeated in a message (a credential).
+_SECRETS = {"repository.sync_secret", "hooks_secret"}
+MIN_SYNC_SECRET = 16  # characters
 
 
 def _type_name(tp: Any) -> str:
@@ -154,7 +160,8 @@ def _convert(path: str, tp: Any, value: Any, problems: list[str]) -> Any:
             out[str(key)] = tuple(urls)
         return _frozen_map(out)
     if not _is_a(value, tp):
-        problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        shown = f"a value of type {type(value).__name__}" if path in _SECRETS else repr(value)
+        problems.append(f"{path}: must be {_type_name(tp)}, got {shown}")
         return None
     key = path
     if key in _POSITIVE and value <= 0:
@@ -202,6 +209,8 @@ def parse_config(data: Any, source: str = "config") -> Config:
     if config.execution.run_as is not None and not any(
             p.startswith("execution.run_as") for p in problems):  # a wrong type is said once
         problems += _run_as_problems(config.execution)
+    if config.repository.sync_secret is not None:
+        problems += _sync_secret_problems(config.repository.sync_secret)
     if problems:
         raise ConfigError([f"{source}: {p}" for p in problems])
     return config
@@ -248,6 +257,21 @@ def _run_as_problems(execution: ExecutionConfig) -> list[str]:
                             "running executions (execution.max_concurrent); each needs one of "
                             "its own")
     return problems
+
+
+def _sync_secret_problems(secret: str) -> list[str]:
+    """What is wrong with ``repository.sync_secret`` (never its value): a git host sends it in a
+    header (GitLab) or signs with it (GitHub), so it is header text, and long enough not to be
+    guessed."""
+    key = "repository.sync_secret"
+    if len(secret) < MIN_SYNC_SECRET:
+        return [f"{key}: must be at least {MIN_SYNC_SECRET} characters long, got {len(secret)} "
+                "(make one with: openssl rand -hex 32)"]
+    if secret != secret.strip():
+        return [f"{key}: must not begin or end with white space (a header cannot carry it)"]
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+        return [f"{key}: must not hold control characters (a header cannot carry them)"]
+    return []
 
 
 def load_config(path: str | Path | None) -> Config:

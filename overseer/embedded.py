@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from overseer.config import Config, RepositoryConfig
+from overseer.config import Config
 from overseer.repo import git
 
 log = logging.getLogger(__name__)
@@ -37,5 +37,5 @@ def with_repository(config: Config) -> Config:
     if config.repository.url is not None:
         return config
     repo = example_repository(config.data_path / "example-jobs")
-    return dataclasses.replace(config, repository=RepositoryConfig(
-        url=str(repo), branch="main", poll_interval=config.repository.poll_interval))
+    return dataclasses.replace(config, repository=dataclasses.replace(
+        config.repository, url=str(repo), branch="main"))

@@ -156,7 +156,7 @@ def _run_server(args: argparse.Namespace) -> int:
         lock.release()
         return _refuse(*e.problems)
     stop_signals = _stop_signals()
-    system = System(config, lock=lock)
+    system = System(config, lock=lock, subreaper=True)  # it owns this process (overseer.orphans)
     try:
         system.start()
     except OverseerError as e:

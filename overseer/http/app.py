@@ -3,7 +3,9 @@
 Each request passes one gate, in this order: the Host check (only when no tokens
 are set: DNS rebinding protection), the origin check of every state-changing
 request (CSRF, with or without tokens: ``_check_origin``), the bearer token
-check (only when tokens are set; ``/health`` is always open). Then routing on
+check (only when tokens are set; ``/health`` is always open; a ``POST /repo/sync``
+that carries a git host's push signature is judged by that signature instead, when
+``repository.sync_secret`` is set: ``push_signature``). Then routing on
 path segments (404, 405 with ``Allow``), then one thin handler that parses the
 query and body, makes one call into the System or a read of its Store, and
 answers JSON. Errors are mapped in one place, ``overseer.http.errors``; nothing
@@ -28,11 +30,11 @@ from urllib.parse import quote
 
 from overseer.exceptions import NotFound, ParamError
 from overseer.model import executions as ex
-from overseer.model.job import JOB_NAME_RE
+from overseer.model.job import JOB_NAME_RE, MAX_JOB_NAME
 from overseer.repo.fields import redact_hooks
 from overseer.ui import WebUi
 
-from . import errors, recent
+from . import errors, push_signature, recent
 from .errors import HttpError
 from .output import OutputRoutes
 from .request import (
@@ -43,6 +45,7 @@ from .request import (
     host_is_loopback,
     json_response,
     origin_of,
+    read_body,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,6 @@ access_log = logging.getLogger("overseer.http.access")
 
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"
 ID_RE = re.compile(r"[0-9]{1,18}\Z")
-MAX_NAME = 255
 EVENT_BODY = '{"event": NAME, "cause": TEXT}'
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # the methods that change nothing
 SAME_SITE = frozenset(("same-origin", "none"))  # Sec-Fetch-Site of a page of ours, or the user's own
@@ -79,6 +81,7 @@ class Api(OutputRoutes):
         server = config.server
         self.tokens = tuple(t.encode("utf-8") for t in server.tokens)
         self.max_body = server.max_body_bytes
+        self.sync_secret = config.repository.sync_secret
         self.max_follows = min(server.max_follows, max(1, server.thread_pool - 2))
         if self.max_follows < server.max_follows:
             log.warning("server.max_follows %d lowered to %d so that %d HTTP worker threads stay free "
@@ -107,8 +110,9 @@ class Api(OutputRoutes):
         headers = [*resp.headers, *no_store, ("Server", "overseer")]
         start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
         query = environ.get("QUERY_STRING")
-        access_log.info("%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
-                        f"?{query}" if query else "", resp.status, (time.monotonic() - started) * 1000)
+        level = logging.DEBUG if req.path == "/health" and resp.status < 400 else logging.INFO  # probes
+        access_log.log(level, "%s %s %s%s %d %.1fms", environ.get("REMOTE_ADDR", "-"), req.method, req.path,
+                       f"?{query}" if query else "", resp.status, (time.monotonic() - started) * 1000)
         if req.method == "HEAD":
             if hasattr(resp.body, "close"):
                 resp.body.close()
@@ -125,7 +129,10 @@ class Api(OutputRoutes):
         segments = req.segments()
         if self.ui.claims(req.path):
             return self.ui.handle(req)  # the web UI: its pages, its session check (overseer/ui)
-        if self.tokens and segments != ["health"]:
+        if self.sync_secret is not None and segments == ["repo", "sync"] and req.method == "POST" \
+                and push_signature.present(req):
+            push_signature.verify(req, read_body(req, self.max_body), self.sync_secret)
+        elif self.tokens and segments != ["health"]:
             self._check_token(req)
         if segments is None:
             raise errors.not_found(f"no resource at {req.path!r}")
@@ -178,6 +185,10 @@ class Api(OutputRoutes):
         scheme, _, value = (req.header("Authorization") or "").strip().partition(" ")
         given = value.strip().encode("latin-1", "replace")
         if scheme.lower() != "bearer" or not given:
+            if push_signature.present(req):
+                raise errors.unauthorized("missing or wrong bearer token (a git host's push signature "
+                                          "opens POST /repo/sync only, and only with "
+                                          "repository.sync_secret set)")
             raise errors.unauthorized()
         ok = False
         for token in self.tokens:  # no early exit: the time taken does not tell which token matched
@@ -290,7 +301,7 @@ class Api(OutputRoutes):
 
     def _record(self, name: str, ident: str) -> dict:
         """The stored execution (still served after its job left the repository)."""
-        if len(name) > MAX_NAME or not JOB_NAME_RE.match(name):
+        if len(name) > MAX_JOB_NAME or not JOB_NAME_RE.match(name):
             raise NotFound(f"no job named {name!r}")
         return self.system.execution(name, self._ident(name, ident))
 

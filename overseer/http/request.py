@@ -2,8 +2,10 @@
 
 Bodies: a JSON object (values keep their JSON types) or form data
 (urlencoded or multipart: strings, converted by var type later; a repeated
-field is a list). An empty body is no values. Anything else is 415, a body
-over the limit 413, a body that cannot be read 400.
+field is a list). An empty body is no values. A body that looks like JSON (it
+begins with ``{`` or ``[``) sent as form data or without a Content-Type is 400
+with a hint; anything else is 415, a body over the limit 413, a body that
+cannot be read 400.
 """
 from __future__ import annotations
 
@@ -187,6 +189,11 @@ def body_values(req: Request, max_body: int) -> tuple[dict, bool]:
         return {}, False
     raw_type = req.environ.get("CONTENT_TYPE") or ""
     media = raw_type.split(";", 1)[0].strip().lower()
+    if media in ("", "application/x-www-form-urlencoded") and body.lstrip()[:1] in (b"{", b"["):
+        # curl -d sends JSON as form data; no var name begins with a bracket
+        sent = f"Content-Type {raw_type!r}" if raw_type else "no Content-Type"
+        raise errors.bad_request(f"the body looks like JSON but came with {sent}: "
+                                 f"send it with Content-Type: application/json")
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         try:
             data = json.loads(body, parse_constant=_no_constant)

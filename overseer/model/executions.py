@@ -29,7 +29,7 @@ STREAMS = ("stdout", "stderr", "output")
 MAX_CAUSE = 4096
 
 # Fields the store keeps for the engine that are not part of the public metadata.
-_PRIVATE = ("pgid", "proc_start", "argv_script")
+_PRIVATE = ("pgid", "proc_start", "cgroup", "argv_script")
 
 
 _second = (-1, "")  # the last whole second formatted, and its text (replaced whole: thread-safe)

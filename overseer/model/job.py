@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from overseer.model.vars import VarSpec
 
 JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+MAX_JOB_NAME = 255  # characters (ASCII) of a job name: its file's path, directories joined by "."
 
 
 @dataclass(frozen=True)

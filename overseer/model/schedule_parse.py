@@ -26,7 +26,8 @@ def _error(index: int, key: str | None, message: str) -> JobDefinitionError:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 string, datetime or date as an aware UTC datetime (naive = UTC); empty = None."""
+    """An ISO 8601 string, datetime or date as an aware UTC datetime (naive = UTC); empty = None.
+    ValueError when it is none; OverflowError when it is not within the years 1 to 9999 in UTC."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, datetime):
@@ -92,6 +93,9 @@ def _parse_entry(index: int, raw: Any) -> ScheduleEntry:
         moment = parse_time(raw.get("time"))
     except ValueError:
         raise _error(index, "time", f"{raw.get('time')!r} is not an ISO 8601 time") from None
+    except OverflowError:   # its offset moves it out of the years 1 to 9999
+        message = f"{raw.get('time')!r} is not within the years 0001 to 9999 in UTC"
+        raise _error(index, "time", message) from None
     if moment is None and cron is None and period is None:
         raise _error(index, None, "needs a frequency, a time, or both")
     priority = raw.get("priority", 0)

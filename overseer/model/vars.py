@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -34,6 +35,8 @@ _ISO_RE = re.compile(
     r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
     r"\s*(?:([Zz])|([+-])([0-9]{2})(?::?([0-9]{2}))?)?\s*\Z")
 _MULTI_TYPES = ("seq", "set")
+MAX_DEPTH = 32  # levels of lists and maps inside one var's value (the value itself is level 1)
+MAX_VAR_NAME = 64  # characters of a var name (it is also an option and an environment variable's name)
 
 
 class _Missing:
@@ -83,7 +86,10 @@ def show_value(value: Any, limit: int = 60) -> str:
     """A short repr of a value for error messages."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10 ** 40:
         return "a very large integer"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "a deeply nested value"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -115,6 +121,8 @@ def _json_text(spec: VarSpec, value: str, kind: type, what: str) -> Any:
         parsed = json.loads(value)
     except ValueError:
         raise _fail(spec, value, what) from None
+    except RecursionError:
+        raise _too_deep(spec) from None
     if not isinstance(parsed, kind):
         raise _fail(spec, value, what)
     return parsed
@@ -130,8 +138,14 @@ def _to_list(spec: VarSpec, value: Any, from_string: bool, what: str) -> list:
     raise _fail(spec, value, what)
 
 
-def _jsonable_item(spec: VarSpec, item: Any) -> Any:
-    """Items inside collections: only JSON types (YAML dates and bytes are converted)."""
+def _too_deep(spec: VarSpec) -> ParamError:
+    return ParamError(f"var {spec.name!r}: the value is nested deeper than {MAX_DEPTH} levels "
+                      f"of lists and maps")
+
+
+def _jsonable_item(spec: VarSpec, item: Any, depth: int = 1) -> Any:
+    """Items inside collections: only JSON types (YAML dates and bytes are converted), at most
+    ``MAX_DEPTH`` levels deep (``depth``: the level of ``item``)."""
     if item is None or isinstance(item, (str, bool, int)):
         return item
     if isinstance(item, float):
@@ -142,14 +156,16 @@ def _jsonable_item(spec: VarSpec, item: Any) -> Any:
         return _timestamp(spec, item)
     if isinstance(item, bytes):
         return base64.b64encode(item).decode("ascii")
+    if isinstance(item, (list, tuple, dict)) and depth > MAX_DEPTH:
+        raise _too_deep(spec)
     if isinstance(item, (list, tuple)):
-        return [_jsonable_item(spec, i) for i in item]
+        return [_jsonable_item(spec, i, depth + 1) for i in item]
     if isinstance(item, dict):
         out = {}
         for key, val in item.items():
             if not isinstance(key, str):
                 raise ParamError(f"var {spec.name!r}: map keys must be strings, not {show_value(key)}")
-            out[key] = _jsonable_item(spec, val)
+            out[key] = _jsonable_item(spec, val, depth + 1)
         return out
     raise _fail(spec, item, "a JSON value")
 
@@ -166,7 +182,10 @@ def _timestamp(spec: VarSpec, value: Any) -> str:
             raise _fail(spec, value, "an ISO 8601 timestamp") from None
     else:
         raise _fail(spec, value, "an ISO 8601 timestamp")
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # the offset moves it out of the years 1 to 9999
+        raise _fail(spec, value, "a time within the years 0001 to 9999 in UTC") from None
 
 
 def parse_iso8601(text: str) -> datetime:
@@ -181,6 +200,8 @@ def parse_iso8601(text: str) -> datetime:
     if zulu:
         return moment.replace(tzinfo=timezone.utc)
     if sign:
+        if int(off_m or 0) > 59:
+            raise ValueError(f"{text!r} has an offset of more than 59 minutes past the hour")
         offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
         return moment.replace(tzinfo=timezone(-offset if sign == "-" else offset))
     return moment
@@ -201,7 +222,7 @@ def _pairs(spec: VarSpec, items: list) -> list[list]:
             item = next(iter(item.items()))
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise ParamError(f"var {spec.name!r}: pairs need two-item lists, not {show_value(item)}")
-        out.append([_jsonable_item(spec, item[0]), _jsonable_item(spec, item[1])])
+        out.append([_jsonable_item(spec, item[0], 3), _jsonable_item(spec, item[1], 3)])
     return out
 
 
@@ -291,7 +312,10 @@ def coerce(spec: VarSpec, value: Any, from_string: bool) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if from_string and isinstance(value, str) and _INT_RE.match(value.strip()):
-            return int(value.strip())
+            try:
+                return int(value.strip())
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                raise _fail(spec, value, f"an int of at most {sys.get_int_max_str_digits()} digits") from None
         raise _fail(spec, value, "an int")
     if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -334,10 +358,10 @@ def coerce(spec: VarSpec, value: Any, from_string: bool) -> Any:
         return mapping
     if kind in ("seq", "set"):
         if kind == "set" and isinstance(value, (set, frozenset)):
-            items = sorted(value, key=lambda v: json.dumps(_jsonable_item(spec, v), sort_keys=True))
+            items = sorted(value, key=lambda v: json.dumps(_jsonable_item(spec, v, 2), sort_keys=True))
         else:
             items = _to_list(spec, value, from_string, "a list")
-        items = [_jsonable_item(spec, item) for item in items]
+        items = [_jsonable_item(spec, item, 2) for item in items]
         check_text(spec, items)
         return _dedupe(items) if kind == "set" else items
     if kind == "enum":
@@ -355,7 +379,7 @@ def validate_params(specs: Sequence[VarSpec], raw: Mapping[str, Any], from_strin
     by_name = {spec.name: spec for spec in specs}
     for name in raw:
         if name not in by_name:
-            raise ParamError(f"unknown var {name!r}")
+            raise ParamError(f"unknown var {show_value(name)}")
     params: dict[str, Any] = {}
     for spec in specs:
         if spec.name in raw:

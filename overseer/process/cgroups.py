@@ -275,3 +275,15 @@ class Cgroup:
             return True
         self.kill()
         return self.remove()
+
+
+def recorded(path: str) -> Optional[Cgroup]:
+    """The cgroup a run's record names, ``<cgroup2 mount>/overseer-PID/NAME``, while it is there;
+    None for any other path (a record never makes the server write elsewhere)."""
+    where = Path(path)
+    server = where.parent
+    if (os.path.normpath(path) != path or not server.name.startswith("overseer-")
+            or not server.name[len("overseer-"):].isdigit() or server.parent not in _cgroup2_mounts()
+            or not where.is_dir()):
+        return None
+    return Cgroup(where)

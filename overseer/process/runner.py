@@ -9,6 +9,10 @@ runner for other machines can take its place behind the same interface.
 Callbacks (``on_output``, ``on_exit``, timer functions) run on the monitor
 thread and must be quick: they hand work on (a queued Store append, an actor
 ``tell``) and return.
+
+Without cgroups and with ``subreaper``, the monitor is also the child subreaper
+of the runs' processes (``overseer.orphans``): after a batch of reaps one sweep
+kills what the ended runs left outside their process groups, and reaps it.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from overseer.process import cgroups, spawn
+from overseer.process import cgroups, orphans, spawn
 from overseer.process.job_process import (
     ExitStatus,
     Process,
@@ -71,7 +75,7 @@ def park_fds_at() -> int:
 class ProcessMonitor:
     """The one thread that pumps every pipe, reaps every process and runs the timers."""
 
-    def __init__(self, use_cgroups: bool = True, native_spawn: bool = True):
+    def __init__(self, use_cgroups: bool = True, native_spawn: bool = True, subreaper: bool = False):
         # epoll itself, not ``selectors``: a thread that starts a process registers its fds at once
         # (epoll_ctl is safe while this thread waits in epoll_wait), instead of waking this thread
         # to do it. ``_fds`` maps each watched fd to (watch, the pipe's fd or None for the pidfd).
@@ -89,6 +93,9 @@ class ProcessMonitor:
         self.native_spawn = native_spawn  # when spawn.available(); else Popen
         born_inside = native_spawn and spawn.available()
         self.cgroup_root = cgroups.CgroupRoot.find(moves_jobs=not born_inside) if use_cgroups else None
+        # Without cgroups, what leaves a run's process group is caught as its subreaper (orphans).
+        self.orphans = (orphans.Orphans.enable(self.call_at)
+                        if subreaper and self.cgroup_root is None else None)
         self._thread = threading.Thread(target=self._loop, name="process-monitor", daemon=True)
         self._thread.start()
 
@@ -100,21 +107,30 @@ class ProcessMonitor:
         cgroup root; raise OSError when it cannot start, and then nothing of it is left. With
         ``ids`` (uid, gid, supplementary groups) it runs as that user, its cgroup delegated to it."""
         started = None
-        if self.native_spawn and spawn.available():
-            try:
-                started = self._spawn_native(argv, cwd, env, name, ids)
-            except spawn.Unsupported:
-                pass  # logged once by spawn(); Popen from now on
-        if started is None:
-            cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
-            try:
-                if cgroup is not None and ids is not None:
-                    cgroup.delegate(ids[0], ids[1])
-                started = self._spawn_popen(argv, cwd, env, cgroup, ids)
-            except BaseException:
-                if cgroup:
-                    cgroup.remove()
-                raise
+        if self.orphans is not None:
+            self.orphans.starting()
+        try:
+            if self.native_spawn and spawn.available():
+                try:
+                    started = self._spawn_native(argv, cwd, env, name, ids)
+                except spawn.Unsupported:
+                    pass  # logged once by spawn(); Popen from now on
+            if started is None:
+                cgroup = self.cgroup_root.create(name) if self.cgroup_root else None
+                try:
+                    if cgroup is not None and ids is not None:
+                        cgroup.delegate(ids[0], ids[1])
+                    started = self._spawn_popen(argv, cwd, env, cgroup, ids)
+                except BaseException:
+                    if cgroup:
+                        cgroup.remove()
+                    raise
+        except BaseException:
+            if self.orphans is not None:
+                self.orphans.failed()
+            raise
+        if self.orphans is not None:  # named before the monitor can reap it
+            self.orphans.started(started[0].pid, env.get(orphans.MARK))
         self._register(_Watch(*started, on_output, on_exit))
         return started[0]
 
@@ -218,6 +234,9 @@ class ProcessMonitor:
         self._stop = True
         self._wake()
         self._thread.join(5)
+        if self.orphans is not None:
+            self.orphans.close()
+            self.orphans = None
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
@@ -231,7 +250,7 @@ class ProcessMonitor:
             pass
 
     def _loop(self) -> None:
-        fds, wake = self._fds, self._wake_r
+        fds, wake, orphans = self._fds, self._wake_r, self.orphans
         while not self._stop:
             timeout = self._run_timers()
             try:
@@ -254,6 +273,11 @@ class ProcessMonitor:
                         self._read(watch, fd)
                 except Exception:  # a bug here must not stop every other execution's output
                     log.exception("process monitor: error handling pid %s", watch.proc.pid)
+            if orphans is not None and orphans.due:  # after the batch: one sweep for all its ends
+                try:
+                    orphans.sweep()
+                except Exception:
+                    log.exception("process monitor: error sweeping what runs left")
 
     def _drain_wake(self) -> None:
         """A timer was set: the loop computes its next timeout."""
@@ -324,6 +348,8 @@ class ProcessMonitor:
                     break
         if not emptied and not proc.kill_remaining():  # its cgroup was empty: nothing is left
             self._release_later(proc, 1)
+        if self.orphans is not None:
+            self.orphans.ended(proc.pid)  # what left its group dies too (the sweep after the batch)
         for fd in list(watch.pipes):
             while fd in watch.pipes and self._read_available(watch, fd):
                 pass

@@ -24,7 +24,7 @@ from overseer.model import sandbox, templates
 from overseer.model.executions import EVENT_NAME
 from overseer.model.schedule import ScheduleEntry
 from overseer.model.schedule_parse import parse_entry
-from overseer.model.vars import MISSING, VAR_TYPES, VarSpec, coerce, show_value
+from overseer.model.vars import MAX_VAR_NAME, MISSING, VAR_TYPES, VarSpec, coerce, show_value
 from overseer.repo.documents import jsonable
 from overseer.repo.tree import Tree
 
@@ -143,6 +143,9 @@ def _parse_var(index: int, raw: Any) -> VarSpec:
             raise unknown_key(key, VAR_KEYS, where)
     if not isinstance(name, str) or not VAR_NAME_RE.match(name):
         raise definition_error(f"{where}name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+    if len(name) > MAX_VAR_NAME:
+        raise definition_error(f"vars[{index}]: name {name[:40]!r}... is {len(name)} characters long; "
+                               f"var names are limited to {MAX_VAR_NAME}")
     if name in _TEMPLATE_GLOBALS:
         raise definition_error(f"{where}name {name!r} is taken by a template function")
     kind = raw.get("type", "str")

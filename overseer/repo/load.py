@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from overseer.exceptions import JobDefinitionError
-from overseer.model.job import JOB_NAME_RE, Job
+from overseer.model.job import JOB_NAME_RE, MAX_JOB_NAME, Job
 from overseer.repo import parse_helper
 from overseer.repo.documents import jsonable, load_document, yaml_error_text
 from overseer.repo.fields import (
@@ -113,6 +113,10 @@ def _job_of(relpath: str, data: bytes, loaded: tuple[Any, bool] | None) -> Job:
         raise definition_error(f"{relpath!r} is not a job file")
     if not JOB_NAME_RE.match(name):
         raise definition_error(f"job name {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]*")
+    if len(name) > MAX_JOB_NAME:
+        raise definition_error(f"job name {name[:40]!r}... is {len(name)} characters long; job names "
+                               f"(the file's path, its directories joined by '.') are limited to "
+                               f"{MAX_JOB_NAME}")
     doc, plain = _document(relpath, data, loaded)
     for key in doc:
         if key not in _JOB_KEY_SET:

@@ -1,16 +1,17 @@
 """Killing the whole tree of a job (case 4), with real processes, on both paths: each execution in
 its own cgroup v2 (``cgroup.kill``) where one is writable, and the process group alone
-(``OVERSEER_NO_CGROUPS=1``).
+(``OVERSEER_NO_CGROUPS=1``), where the server is the child subreaper of its jobs as ``overseer
+serve`` is (``overseer/orphans.py``).
 
 What is reached (docs/guarantees.rst):
 
-==========================================  ==========  ==============
+==========================================  ==========  ======================================
 the job leaves behind                       cgroup      process group
-==========================================  ==========  ==============
+==========================================  ==========  ======================================
 a background child                          killed      killed
 a child that ignores SIGTERM                killed      killed (SIGKILL)
-a child that left the group with ``setsid`` killed      **escapes**
-==========================================  ==========  ==============
+a child that left the group with ``setsid`` killed      killed (SIGKILL, once the main ends)
+==========================================  ==========  ======================================
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ import subprocess
 import sys
 
 import pytest
+from overseer.actors.system import System
 
 from overseer.process import cgroups
 
+from ..conftest import make_config
 from ..serving import alive
 from ..waiting import wait_finished, wait_for
 
@@ -40,8 +43,9 @@ CGROUP_MOUNT = _cgroup_mount()
 
 
 @pytest.fixture(params=["cgroup", "process-group"])
-def tree(request, monkeypatch, system_factory):
-    """A System whose executions run in a cgroup each, or in their process group only."""
+def tree(request, monkeypatch, tmp_path, job_repo):
+    """A System whose executions run in a cgroup each, or in their process group only (the System
+    the child subreaper of its jobs, as ``overseer serve`` makes it)."""
     if request.param == "cgroup":
         if CGROUP_MOUNT is None:
             pytest.skip("no writable cgroup v2 hierarchy with cgroup.kill here")
@@ -50,7 +54,11 @@ def tree(request, monkeypatch, system_factory):
         monkeypatch.setenv("OVERSEER_NO_CGROUPS", "1")
 
     def make(files):
-        system = system_factory(files, execution={"kill_grace": 1})
+        job_repo.commit(files, "initial")
+        system = System(make_config(tmp_path, job_repo, execution={"kill_grace": 1}), subreaper=True)
+        request.addfinalizer(system.stop)
+        system.start()
+        assert (system.ctx.monitor.orphans is not None) == (request.param == "process-group")
         assert (system.ctx.monitor.cgroup_root is not None) == (request.param == "cgroup")
         return system
 
@@ -139,12 +147,12 @@ def _escape(tree, request, end, first=""):
         cgroup_root = s.ctx.monitor.cgroup_root.path
         wait_for(lambda: not list(cgroup_root.glob("escape-1-*")), 10, "its cgroup removed")
         assert not alive(escaped), "the setsid child outlived the run's cgroup"
-    else:
-        assert alive(escaped), "a setsid child escapes the process group"
+    else:  # handed to the server when the run's shell ended, and killed as the run's
+        _gone(escaped)
 
 
 @pytest.mark.parametrize("end", ["exit", "terminate", "kill", "time-out"])
-def test_setsid_child_is_reached_only_through_the_cgroup(tree, request, end):
+def test_setsid_child_is_killed_through_the_cgroup_or_as_an_orphan(tree, request, end):
     _escape(tree, request, end, IN_CGROUP if tree.kind == "cgroup" else "")
 
 

@@ -80,6 +80,7 @@ echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)"
 echo "home=$HOME"; echo "user=$USER"; echo "logname=$LOGNAME"; echo "tmpdir=$TMPDIR"
 echo "tmpdir_owner=$(stat -c %u "$TMPDIR")"
 try tmpdir_write touch "$TMPDIR/mine"
+echo "tmpdir_error=$(touch "$TMPDIR/mine" 2>&1; ls -ld "$TMPDIR" "$(dirname "$TMPDIR")" 2>&1 | tr '\n' ' ')"
 try environ cat /proc/$victim/environ
 try signal kill -0 $victim
 try terminate kill -TERM $victim
@@ -335,7 +336,7 @@ def test_run_as_uid_range_keeps_jobs_apart(path, open_tmp, servers):
     assert uid in UID_RANGE and uid != victim_uid
     assert got["gid"] == got["groups"] == str(uid)
     assert got["user"] == got["logname"] == str(uid) and got["home"] == got["tmpdir"]
-    assert got["tmpdir_owner"] == str(uid) and got["tmpdir_write"] == "done"
+    assert got["tmpdir_owner"] == str(uid) and got["tmpdir_write"] == "done", got["tmpdir_error"]
     # nothing of the other job: its environment, its processes, its cgroup
     assert got["environ"] == got["signal"] == got["terminate"] == "refused"
     assert "Operation not permitted" in got["terminate_error"]  # EPERM
@@ -514,3 +515,23 @@ def test_run_as_on_a_server_that_is_not_root_is_a_startup_error(open_tmp):
     assert "execution.run_as: the server runs as uid 65534, not as root" in stderr
     assert not (open_tmp / "data").exists()
 
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o666])
+def test_the_event_socket_starts_with_its_mode_and_leaves_the_umask_alone(tmp_path, monkeypatch, mode):
+    """The socket is made without changing the process-wide umask: other threads make the runs'
+    TMPDIRs meanwhile, and one made under a borrowed umask of 0177 was 0600, a directory its own
+    job could not write in (seen as a run_as job's ``touch $TMPDIR/x`` refused now and then)."""
+    from overseer.actors.event_socket import EventSocket
+
+    def no_umask(mask):
+        raise AssertionError(f"os.umask({mask:o}) called")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    sock = EventSocket(tmp_path / "event.sock", lambda *args: None, mode=mode)
+    sock.start()
+    try:
+        assert stat.S_IMODE((tmp_path / "event.sock").stat().st_mode) == mode
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["event.sock"]
+    finally:
+        sock.stop()
